@@ -1,0 +1,351 @@
+"""The trial configuration: one type for the search, the study, the recipe and training.
+
+A :class:`TrialConfig` is sampled from a search space, stored on the Optuna trial as a dict, written into
+the recipe as YAML, and read back by ``autoembed train``. Every field is declared here once, with its
+constraint next to it, so search and final training cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from autoembed.errors import AutoembedError
+from autoembed.yamlio import Located, dump_yaml, load_yaml
+
+LOSSES = ("contrastive", "triplet", "infonce")
+POOLINGS = ("mean", "cls", "max")
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DISTANCES = ("cosine", "euclidean")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint on one field: its type, an optional range, optional allowed values."""
+
+    types: tuple[type, ...]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False
+
+    def describe(self) -> str:
+        names = " or ".join("a float" if t is float else f"an {t.__name__}" if t is int else f"a {t.__name__}" for t in self.types)
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.low is not None or self.high is not None:
+            lo = "(" if self.low_open else "["
+            text = f"{names} in the range {lo}{self.low if self.low is not None else '-inf'}, {self.high if self.high is not None else 'inf'}]"
+        else:
+            text = names
+        return text + (" or null" if self.optional else "")
+
+    def check(self, value: Any) -> Any:
+        """Return the value, coerced where harmless (int -> float); raise ValueError otherwise."""
+        if value is None:
+            if self.optional:
+                return None
+            raise ValueError
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError
+            return value
+        if isinstance(value, bool) and bool not in self.types:
+            raise ValueError
+        if float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, str) and float in self.types:
+            try:  # YAML reads 3e-5 as a string; accept what is clearly a number
+                value = float(value)
+            except ValueError:
+                raise ValueError from None
+        if not isinstance(value, self.types):
+            raise ValueError
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise ValueError
+        if self.high is not None and value > self.high:
+            raise ValueError
+        return value
+
+
+def _f(default: Any, rule: Rule) -> Any:
+    return field(default=default, metadata={"rule": rule})
+
+
+INT = (int,)
+FLOAT = (float,)
+STR = (str,)
+BOOL = (bool,)
+
+
+class Section:
+    """Shared loading and validation for the config sections."""
+
+    section_name: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, file: str | None = None, prefix: str = ""):
+        data = data or {}
+        if not isinstance(data, dict):
+            raise AutoembedError(f"expected a mapping, got {type(data).__name__}", file=file, key=prefix.rstrip("."))
+        lines = data.lines if isinstance(data, Located) else {}
+        file = data.file if isinstance(data, Located) else file
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in data if k not in fields]
+        if unknown:
+            raise AutoembedError(
+                f"unknown key {unknown[0]!r}; expected one of: {', '.join(fields)}",
+                file=file,
+                line=lines.get(unknown[0]),
+                key=prefix + unknown[0],
+            )
+        values = {}
+        for name, f in fields.items():
+            if name not in data:
+                continue
+            rule: Rule | None = f.metadata.get("rule")
+            value = data[name]
+            if rule is not None:
+                try:
+                    value = rule.check(value)
+                except ValueError:
+                    raise AutoembedError(
+                        f"must be {rule.describe()}, got {value!r}", file=file, line=lines.get(name), key=prefix + name
+                    ) from None
+            elif name == "k":
+                value = _parse_ks(value, file=file, line=lines.get(name), key=prefix + name)
+            values[name] = value
+        obj = cls(**values)
+        obj.validate(file=file, lines=lines, prefix=prefix)
+        return obj
+
+    def validate(self, *, file: str | None, lines: dict[str, int], prefix: str) -> None:
+        """Cross-field checks; sections override."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _parse_ks(value: Any, *, file, line, key) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            value = None
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and v >= 1 for v in value):
+        raise AutoembedError(f"must be a non-empty list of positive integers, got {value!r}", file=file, line=line, key=key)
+    return tuple(sorted(set(value)))
+
+
+@dataclass
+class DataConfig(Section):
+    """Where the data comes from and how it is split and tokenized."""
+
+    train: str | None = _f(None, Rule(STR, optional=True))
+    val: str | None = _f(None, Rule(STR, optional=True))
+    corpus: str | None = _f(None, Rule(STR, optional=True))
+    val_fraction: float = _f(0.1, Rule(FLOAT, 0.0, 0.9, low_open=True))
+    split_seed: int = _f(0, Rule(INT))
+    max_seq_length: int = _f(128, Rule(INT, 8, 8192))
+
+    def validate(self, *, file, lines, prefix):
+        if not self.train:
+            raise AutoembedError("a training file is required", file=file, key=prefix + "train")
+
+
+@dataclass
+class ArchitectureConfig(Section):
+    """What is built on top of (and inside) the backbone."""
+
+    attention_heads: int | None = _f(None, Rule(INT, 1, 1024, optional=True))
+    hidden_dropout: float | None = _f(None, Rule(FLOAT, 0.0, 0.9, optional=True))
+    attention_dropout: float | None = _f(None, Rule(FLOAT, 0.0, 0.9, optional=True))
+    pooling: str = _f("mean", Rule(STR, choices=POOLINGS))
+    adapter_depth: int = _f(0, Rule(INT, 0, 8))
+    adapter_width: int = _f(512, Rule(INT, 1, 65536))
+    adapter_activation: str = _f("relu", Rule(STR, choices=ACTIVATIONS))
+    head_dropout: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
+    output_dim: int | None = _f(None, Rule(INT, 1, 65536, optional=True))
+    normalize: bool = _f(True, Rule(BOOL))
+
+
+@dataclass
+class LossConfig(Section):
+    """The training objective."""
+
+    type: str = _f("infonce", Rule(STR, choices=LOSSES))
+    margin: float = _f(0.5, Rule(FLOAT, 0.0, 100.0))
+    distance: str = _f("cosine", Rule(STR, choices=DISTANCES))
+    temperature: float = _f(0.05, Rule(FLOAT, 0.0, 10.0, low_open=True))
+    label_smoothing: float = _f(0.0, Rule(FLOAT, 0.0, 0.5))
+    symmetric: bool = _f(False, Rule(BOOL))
+
+
+@dataclass
+class TrainingConfig(Section):
+    """The optimizer, the schedule and the run."""
+
+    backbone_lr: float = _f(3e-5, Rule(FLOAT, 0.0, 1.0))
+    head_lr: float = _f(1e-3, Rule(FLOAT, 0.0, 1.0))
+    weight_decay: float = _f(0.01, Rule(FLOAT, 0.0, 1.0))
+    warmup_ratio: float = _f(0.1, Rule(FLOAT, 0.0, 1.0))
+    max_grad_norm: float | None = _f(1.0, Rule(FLOAT, 0.0, 1e6, low_open=True, optional=True))
+    batch_size: int = _f(32, Rule(INT, 2, 65536))
+    epochs: float = _f(1.0, Rule(FLOAT, 0.0, 1000.0, low_open=True))
+    max_steps: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    freeze_layers: int = _f(0, Rule(INT, 0, 1000))
+    seed: int = _f(42, Rule(INT))
+    precision: str = _f("fp32", Rule(STR, choices=PRECISIONS))
+    device: str = _f("auto", Rule(STR))
+
+
+@dataclass
+class EvaluationConfig(Section):
+    """How validation is measured, during training and at its end."""
+
+    k: tuple[int, ...] = (1, 10)
+    metric: str = _f("recall@10", Rule(STR))
+    every_steps: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    max_queries: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    max_corpus: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    sample_seed: int = _f(0, Rule(INT))
+    batch_size: int = _f(256, Rule(INT, 1, 65536))
+
+    def validate(self, *, file, lines, prefix):
+        name, _, k = self.metric.partition("@")
+        ok = name in ("recall", "mrr", "ndcg") and k.isdigit()
+        if not ok or (name == "recall" and int(k) not in self.k):
+            raise AutoembedError(
+                f"must be recall@K with K in k={list(self.k)}, or mrr@10 / ndcg@10, got {self.metric!r}",
+                file=file,
+                line=lines.get("metric"),
+                key=prefix + "metric",
+            )
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig,
+    "architecture": ArchitectureConfig,
+    "loss": LossConfig,
+    "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+@dataclass
+class TrialConfig:
+    """Everything one training run needs: model, data and every hyperparameter.
+
+    The YAML form (``autoembed train CONFIG.yaml``) has the top-level keys ``model`` and the sections in
+    :data:`SECTIONS`; a recipe adds ``provenance``, which training reads only to check the data.
+    """
+
+    model: str
+    data: DataConfig = field(default_factory=DataConfig)
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    provenance: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, file: str | None = None) -> TrialConfig:
+        if not isinstance(data, dict):
+            raise AutoembedError(f"expected a mapping, got {type(data).__name__}", file=file)
+        lines = data.lines if isinstance(data, Located) else {}
+        file = data.file if isinstance(data, Located) else file
+        allowed = ("model", *SECTIONS, "provenance")
+        for key in data:
+            if key not in allowed:
+                raise AutoembedError(
+                    f"unknown key {key!r}; expected one of: {', '.join(allowed)}", file=file, line=lines.get(key), key=key
+                )
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            raise AutoembedError(
+                f"must name the base model (a folder or package:NAME), got {model!r}", file=file, line=lines.get("model"), key="model"
+            )
+        sections = {
+            name: section.from_dict(data.get(name), file=file, prefix=name + ".") for name, section in SECTIONS.items()
+        }
+        provenance = data.get("provenance")
+        if provenance is not None and not isinstance(provenance, dict):
+            raise AutoembedError("must be a mapping", file=file, line=lines.get("provenance"), key="provenance")
+        config = cls(model=model, provenance=_unlocate(provenance), **sections)
+        config.resolve_paths(Path(file).parent if file else None)
+        return config
+
+    @classmethod
+    def from_yaml_file(cls, path: str | Path) -> TrialConfig:
+        return cls.from_dict(load_yaml(path))
+
+    def resolve_paths(self, base: Path | None) -> None:
+        """Data paths in a file are relative to the current directory; nothing to do today.
+
+        Kept as one place to change if recipes ever move with their data.
+        """
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        for name in SECTIONS:
+            out[name] = getattr(self, name).to_dict()
+        if self.provenance is not None:
+            out["provenance"] = self.provenance
+        return out
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+    def to_yaml_file(self, path: str | Path) -> None:
+        from autoembed.fileio import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+    def replace(self, **flat: Any) -> TrialConfig:
+        """A copy with dotted keys set, e.g. ``replace(**{"training.batch_size": 64})``; validated."""
+        data = self.to_dict()
+        for key, value in flat.items():
+            set_dotted(data, key, value)
+        return TrialConfig.from_dict(data)
+
+    def get(self, dotted: str) -> Any:
+        section, _, name = dotted.partition(".")
+        return getattr(getattr(self, section), name) if name else getattr(self, section)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    if not name:
+        data[section] = value
+        return
+    if section not in SECTIONS:
+        raise AutoembedError(f"unknown section {section!r}; expected one of: {', '.join(SECTIONS)}", key=key)
+    data.setdefault(section, {})[name] = value
+
+
+def config_keys() -> list[str]:
+    """Every dotted key a config has, e.g. ``training.batch_size``."""
+    return ["model"] + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _unlocate(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _unlocate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unlocate(v) for v in value]
+    return value

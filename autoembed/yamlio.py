@@ -1,0 +1,75 @@
+"""Safe YAML loading that remembers the line of every key, so errors can name it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoembed.errors import AutoembedError
+
+
+class Located(dict):
+    """A dict loaded from YAML that knows its file and the line of each key."""
+
+    file: str
+    lines: dict[str, int]
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key)
+
+
+def _construct(node: yaml.Node, file: str, loader: yaml.SafeLoader) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = Located()
+        out.file = file
+        out.lines = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise AutoembedError(f"keys must be strings, got {key!r}", file=file, line=key_node.start_mark.line + 1)
+            out[key] = _construct(value_node, file, loader)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, file, loader) for child in node.value]
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml(path: str | Path) -> Located:
+    """Safe-load a YAML mapping from ``path``; every nested mapping is a :class:`Located`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutoembedError("file not found", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise AutoembedError(
+            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+            file=str(path),
+            line=mark.line + 1 if mark else None,
+        ) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise AutoembedError("file is empty, expected a mapping", file=str(path))
+    data = _construct(node, str(path), yaml.SafeLoader(""))
+    if not isinstance(data, Located):
+        raise AutoembedError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path), line=1)
+    return data
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
