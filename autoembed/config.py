@@ -210,6 +210,9 @@ class TrainingConfig(Section):
     max_steps: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     freeze_layers: int = _f(0, Rule(INT, 0, 1000))
     seed: int = _f(42, Rule(INT))
+    # torch CPU threads; the search sets it from the trial's slice and records it, so training from the
+    # recipe sums in the same order and reproduces the trial bit for bit
+    threads: int | None = _f(None, Rule(INT, 1, 1024, optional=True))
     precision: str = _f("fp32", Rule(STR, choices=PRECISIONS))
     device: str = _f("auto", Rule(STR))
 

@@ -32,13 +32,14 @@ def pytest_collection_modifyitems(config, items):
 
 def build_tiny_bert(folder: Path, *, hidden: int = 32, heads: int = 4, layers: int = 2, seed: int = 0) -> Path:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + list("abcdefghijklmnopqrstuvwxyz0123456789.,-")
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    # transformers 5 takes the vocabulary itself (``vocab=``); ``vocab_file=`` is silently ignored there
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=hidden,

@@ -1,0 +1,320 @@
+"""Reading training, validation and corpus files; splitting; the validation retrieval task.
+
+Row kinds (JSONL objects or CSV rows):
+- pair: ``{"query" | "anchor": str, "positive": str}``
+- triplet: a pair plus ``"negative"``: a string or a list of strings
+- labeled pair: ``{"text1": str, "text2": str, "label": 0 | 1}`` (for the contrastive loss)
+
+Any row may carry ``"doc_id"`` naming a corpus row ``{"_id": str, "text": str}`` (the BEIR convention); the
+corpus is what retrieval metrics search. A pair row with a ``doc_id`` and no ``positive`` takes the corpus
+text as its positive.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoembed.errors import AutoembedError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or validation row, normalised."""
+
+    anchor: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    label: float | None = None  # set for labeled pairs only
+    doc_id: str | None = None
+    line: int = 0
+
+
+@dataclass
+class RetrievalTask:
+    """Queries against a corpus: ``relevant[i]`` holds the corpus indices that answer ``queries[i]``."""
+
+    queries: list[str]
+    corpus: list[str]
+    relevant: list[frozenset[int]]
+
+    def __post_init__(self) -> None:
+        if len(self.queries) != len(self.relevant):
+            raise ValueError("queries and relevant differ in length")
+
+
+@dataclass
+class Dataset:
+    """What one run trains and validates on."""
+
+    train: list[Example]
+    val: list[Example]
+    corpus: dict[str, str] | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def texts(self) -> list[str]:
+        """Every distinct text the run will encode, in a fixed order."""
+        seen: dict[str, None] = {}
+        for ex in (*self.train, *self.val):
+            seen.setdefault(ex.anchor)
+            seen.setdefault(ex.positive)
+            for neg in ex.negatives:
+                seen.setdefault(neg)
+        if self.corpus:
+            for text in self.corpus.values():
+                seen.setdefault(text)
+        return list(seen)
+
+
+def _iter_records(path: Path) -> Iterator[tuple[int, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                return
+            for row in reader:
+                if None in row:
+                    raise AutoembedError("row has more fields than the header", file=str(path), line=reader.line_num)
+                yield reader.line_num, {k: v for k, v in row.items() if v != "" or k in ("query", "anchor", "positive", "text1", "text2", "text")}
+        return
+    with path.open(encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise AutoembedError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=str(path), line=number) from None
+            yield number, record
+
+
+def _read(path: str | Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    path = Path(path)
+    if not path.is_file():
+        raise AutoembedError(f"{what} file not found", file=str(path))
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".ndjson"):
+        raise AutoembedError(f"unsupported file type {path.suffix!r}; expected .jsonl or .csv", file=str(path))
+    records = []
+    for number, record in _iter_records(path):
+        if not isinstance(record, dict):
+            raise AutoembedError(f"expected a JSON object, got {type(record).__name__}", file=str(path), line=number)
+        records.append((number, record))
+    if not records:
+        raise AutoembedError(f"{what} file is empty", file=str(path))
+    return records
+
+
+def _text(record: dict[str, Any], key: str, path: Path, line: int) -> str:
+    value = record.get(key)
+    if value is None:
+        raise AutoembedError(f"missing field {key!r}", file=str(path), line=line, key=key)
+    if not isinstance(value, str):
+        raise AutoembedError(f"field {key!r} must be a string, got {type(value).__name__} {value!r}", file=str(path), line=line, key=key)
+    if not value.strip():
+        raise AutoembedError(f"field {key!r} is empty", file=str(path), line=line, key=key)
+    return value
+
+
+def read_corpus(path: str | Path) -> dict[str, str]:
+    """Read a corpus file of ``{"_id", "text"}`` rows (``title`` is prepended when present)."""
+    path = Path(path)
+    corpus: dict[str, str] = {}
+    for line, record in _read(path, "corpus"):
+        doc_id = record.get("_id")
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            doc_id = str(doc_id)
+        if not isinstance(doc_id, str) or not doc_id:
+            raise AutoembedError(f"field '_id' must be a non-empty string, got {doc_id!r}", file=str(path), line=line, key="_id")
+        text = _text(record, "text", path, line)
+        title = record.get("title")
+        if isinstance(title, str) and title.strip():
+            text = f"{title} {text}"
+        if doc_id in corpus:
+            raise AutoembedError(f"duplicate _id {doc_id!r}", file=str(path), line=line, key="_id")
+        corpus[doc_id] = text
+    return corpus
+
+
+def read_examples(path: str | Path, corpus: dict[str, str] | None = None) -> list[Example]:
+    """Read pair, triplet or labeled-pair rows, checking every field and every ``doc_id``."""
+    path = Path(path)
+    examples = []
+    for line, record in _read(path, "data"):
+        doc_id = record.get("doc_id")
+        if doc_id is not None:
+            if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+                doc_id = str(doc_id)
+            if not isinstance(doc_id, str):
+                raise AutoembedError(f"field 'doc_id' must be a string, got {doc_id!r}", file=str(path), line=line, key="doc_id")
+            if corpus is None:
+                raise AutoembedError(f"row has doc_id {doc_id!r} but no corpus file was given", file=str(path), line=line, key="doc_id")
+            if doc_id not in corpus:
+                raise AutoembedError(f"unknown doc_id {doc_id!r}: not in the corpus", file=str(path), line=line, key="doc_id")
+        if "text1" in record or "label" in record:
+            label = record.get("label")
+            if isinstance(label, str) and label.strip() in ("0", "1", "0.0", "1.0"):
+                label = float(label)
+            if not isinstance(label, (int, float)) or isinstance(label, bool) or label not in (0, 1):
+                raise AutoembedError(f"field 'label' must be 0 or 1, got {label!r}", file=str(path), line=line, key="label")
+            examples.append(
+                Example(_text(record, "text1", path, line), _text(record, "text2", path, line), label=float(label), doc_id=doc_id, line=line)
+            )
+            continue
+        anchor_key = "query" if "query" in record else "anchor"
+        anchor = _text(record, anchor_key, path, line)
+        if "positive" in record or doc_id is None:
+            positive = _text(record, "positive", path, line)
+        else:
+            positive = corpus[doc_id]
+        negatives: tuple[str, ...] = ()
+        if "negative" in record:
+            raw = record["negative"]
+            items = [raw] if isinstance(raw, str) else raw
+            if path.suffix.lower() == ".csv" and isinstance(raw, str) and raw.lstrip().startswith("["):
+                try:  # a CSV cell may hold a JSON list of negatives
+                    items = json.loads(raw)
+                except json.JSONDecodeError:
+                    items = [raw]
+            if not isinstance(items, list) or not items:
+                raise AutoembedError(f"field 'negative' must be a string or a non-empty list of strings, got {raw!r}", file=str(path), line=line, key="negative")
+            for item in items:
+                if not isinstance(item, str) or not item.strip():
+                    raise AutoembedError(f"field 'negative' holds {item!r}; each negative must be a non-empty string", file=str(path), line=line, key="negative")
+            negatives = tuple(items)
+        examples.append(Example(anchor, positive, negatives, doc_id=doc_id, line=line))
+    return examples
+
+
+def _group_key(example: Example) -> str:
+    return f"doc:{example.doc_id}" if example.doc_id is not None else f"pos:{example.positive}"
+
+
+def _fraction(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_examples(examples: list[Example], *, fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split off a validation share, grouped so one document's queries stay on one side.
+
+    The group of a row is its ``doc_id`` (or its positive text); a group goes to validation when the hash of
+    ``(seed, group)`` falls below ``fraction``, so the split is stable under row order and file growth.
+    """
+    train, val = [], []
+    for ex in examples:
+        (val if _fraction(seed, _group_key(ex)) < fraction else train).append(ex)
+    if not val or not train:  # tiny files: fall back to a seeded shuffle of the groups
+        groups = sorted({_group_key(ex) for ex in examples})
+        if len(groups) < 2:
+            raise AutoembedError("cannot split a validation set off fewer than 2 distinct documents; give a validation file")
+        random.Random(seed).shuffle(groups)
+        n_val = max(1, round(len(groups) * fraction))
+        val_groups = set(groups[:n_val])
+        train = [ex for ex in examples if _group_key(ex) not in val_groups]
+        val = [ex for ex in examples if _group_key(ex) in val_groups]
+    return train, val
+
+
+def load_dataset(train: str, val: str | None = None, corpus: str | None = None, *, val_fraction: float = 0.1, split_seed: int = 0) -> Dataset:
+    """Read the files a config names and split validation off training when no validation file is given."""
+    corpus_map = read_corpus(corpus) if corpus else None
+    train_rows = read_examples(train, corpus_map)
+    if val:
+        val_rows = read_examples(val, corpus_map)
+    else:
+        train_rows, val_rows = split_examples(train_rows, fraction=val_fraction, seed=split_seed)
+    files = {"train": str(train)}
+    if val:
+        files["val"] = str(val)
+    if corpus:
+        files["corpus"] = str(corpus)
+    return Dataset(train=train_rows, val=val_rows, corpus=corpus_map, files=files)
+
+
+def retrieval_task(
+    examples: list[Example],
+    corpus: dict[str, str] | None,
+    *,
+    extra_documents: list[str] = (),
+    max_queries: int | None = None,
+    max_corpus: int | None = None,
+    seed: int = 0,
+) -> RetrievalTask:
+    """Build the retrieval task that validation measures.
+
+    Queries are the anchors of rows with a positive (labeled pairs count when label is 1). Relevant documents
+    are the row's ``doc_id`` in the corpus, or else its positive text. Without a corpus, the corpus is every
+    distinct positive (``extra_documents`` add distractors). ``max_queries`` and ``max_corpus`` take a seeded
+    sample, the same for every trial; the sampled queries' relevant documents are always kept.
+    """
+    rows = [ex for ex in examples if ex.label is None or ex.label == 1]
+    # one query text may answer several documents: merge them
+    query_rel: dict[str, set[str]] = {}
+    for ex in rows:
+        key = ex.doc_id if (corpus is not None and ex.doc_id is not None) else None
+        query_rel.setdefault(ex.anchor, set()).add(f"id:{key}" if key is not None else f"text:{ex.positive}")
+    queries = list(query_rel)
+    rng = random.Random(seed)
+    if max_queries is not None and len(queries) > max_queries:
+        queries = sorted(rng.sample(queries, max_queries), key=queries.index)
+
+    if corpus is not None:
+        doc_keys = [f"id:{i}" for i in corpus]
+        doc_text = {f"id:{i}": t for i, t in corpus.items()}
+    else:
+        doc_keys, doc_text = [], {}
+    for ex in rows:
+        key = f"text:{ex.positive}"
+        if key not in doc_text and not (corpus is not None and ex.doc_id is not None):
+            doc_text[key] = ex.positive
+            doc_keys.append(key)
+    for text in extra_documents:
+        key = f"text:{text}"
+        if key not in doc_text:
+            doc_text[key] = text
+            doc_keys.append(key)
+
+    if max_corpus is not None and len(doc_keys) > max_corpus:
+        needed = {k for q in queries for k in query_rel[q]}
+        others = [k for k in doc_keys if k not in needed]
+        room = max(0, max_corpus - len(needed))
+        keep = needed | set(random.Random(seed + 1).sample(others, min(room, len(others))))
+        doc_keys = [k for k in doc_keys if k in keep]
+    index = {k: i for i, k in enumerate(doc_keys)}
+    relevant = [frozenset(index[k] for k in query_rel[q]) for q in queries]
+    return RetrievalTask(queries=queries, corpus=[doc_text[k] for k in doc_keys], relevant=relevant)
+
+
+def read_query_file(path: str | Path, corpus: dict[str, str]) -> RetrievalTask:
+    """Queries for ``autoembed evaluate``: rows use ``doc_id`` into the corpus, or ``positive`` text matched exactly."""
+    path = Path(path)
+    ids = list(corpus)
+    by_id = {d: i for i, d in enumerate(ids)}
+    by_text: dict[str, int] = {}
+    for i, d in enumerate(ids):
+        by_text.setdefault(corpus[d], i)
+    rel: dict[str, set[int]] = {}
+    for line, record in _read(path, "queries"):
+        key = "query" if "query" in record else ("anchor" if "anchor" in record else "text1")
+        query = _text(record, key, path, line)
+        doc_id = record.get("doc_id")
+        if doc_id is not None:
+            doc_id = str(doc_id)
+            if doc_id not in by_id:
+                raise AutoembedError(f"unknown doc_id {doc_id!r}: not in the corpus", file=str(path), line=line, key="doc_id")
+            target = by_id[doc_id]
+        else:
+            positive = _text(record, "positive" if "positive" in record else "text2", path, line)
+            if positive not in by_text:
+                raise AutoembedError(f"positive text matches no corpus text exactly: {positive[:60]!r}", file=str(path), line=line, key="positive")
+            target = by_text[positive]
+        rel.setdefault(query, set()).add(target)
+    queries = list(rel)
+    return RetrievalTask(queries=queries, corpus=[corpus[d] for d in ids], relevant=[frozenset(rel[q]) for q in queries])

@@ -1,0 +1,182 @@
+"""Recipes: a trial's full config plus where it came from; training the final model from one.
+
+A recipe is exactly the YAML ``autoembed train`` reads, with a ``provenance`` section that training uses only
+to check that the data is the data the study measured on.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from autoembed import __version__
+from autoembed.config import TrialConfig
+from autoembed.errors import AutoembedError
+from autoembed.fileio import sha256_file
+
+
+def count_rows(path: str | Path) -> int:
+    path = Path(path)
+    with path.open(encoding="utf-8") as fh:
+        n = sum(1 for line in fh if line.strip())
+    return n - 1 if path.suffix.lower() == ".csv" else n
+
+
+def data_provenance(config: TrialConfig) -> dict[str, Any]:
+    out = {}
+    for role in ("train", "val", "corpus"):
+        path = getattr(config.data, role)
+        out[role] = None if path is None else {"path": path, "sha256": sha256_file(path), "rows": count_rows(path)}
+    return out
+
+
+def model_provenance(ref: str) -> dict[str, Any]:
+    from autoembed.model import resolve_model_path
+
+    path = resolve_model_path(ref)
+    weights = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
+    return {"ref": ref, "path": str(path), "sha256": {str(p.relative_to(path)): sha256_file(p) for p in weights}}
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"autoembed": __version__, "python": platform.python_version()}
+    for name in ("torch", "transformers", "sentence-transformers", "optuna", "ray"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_description(device: str = "auto") -> str:
+    import torch
+
+    if torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda"):
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def check_data(config: TrialConfig, *, allow_changed: bool) -> list[str]:
+    """Compare the recipe's data hashes with the files now; return the changes (raise unless allowed)."""
+    recorded = (config.provenance or {}).get("data") or {}
+    changes = []
+    for role, entry in recorded.items():
+        if not entry:
+            continue
+        path = entry.get("path")
+        if not path or not Path(path).is_file():
+            changes.append(f"{role} file {path} is missing")
+            continue
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            changes.append(f"{role} file {path} changed: sha256 {digest[:12]}... but the recipe recorded {str(entry.get('sha256'))[:12]}...")
+    if changes and not allow_changed:
+        raise AutoembedError(changes[0] + " (pass --allow-changed-data to train anyway)", key="provenance.data")
+    return changes
+
+
+def model_card(config: TrialConfig, metrics: dict[str, Any]) -> str:
+    prov = config.provenance or {}
+    objective = prov.get("objective", {})
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "tags: [sentence-transformers, autoembed]",
+        "---",
+        "",
+        "# Embedding model trained by autoembed",
+        "",
+        f"Base model: `{config.model}`. Objective: `{config.evaluation.metric}`.",
+        "",
+        "## Validation metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            lines.append(f"| {key} | {value:.4f} |")
+    if objective:
+        lines += ["", f"The study measured {objective.get('name')} = {objective.get('value')} at step {objective.get('step')}."]
+    lines += ["", "## Use", "", "```python", "from sentence_transformers import SentenceTransformer", "model = SentenceTransformer('PATH_TO_THIS_FOLDER')", "```"]
+    lines += ["", "## Recipe", "", "Rebuild with `autoembed train recipe.yaml -o DIR`:", "", "```yaml", config.to_yaml().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def train_recipe(path: str | Path, output: str | Path, *, allow_changed_data: bool = False, seeds: int = 1, console=None) -> dict[str, Any]:
+    """``autoembed train``: check the data, train (one or more seeds), write the folder and metrics.json.
+
+    With ``seeds > 1`` the extra seeds train first and only their values are kept; the saved folder is the
+    recipe's own seed, so it matches the study's trial.
+    """
+    from autoembed.runs import train_to_folder
+    from autoembed.training import train
+
+    config = TrialConfig.from_yaml_file(path)
+    changes = check_data(config, allow_changed=allow_changed_data)
+    for change in changes:
+        _say(console, f"[yellow]warning:[/yellow] {change}")
+    output = Path(output)
+    values: list[float] = []
+    for i in range(1, seeds):
+        seeded = config.replace(**{"training.seed": config.training.seed + i})
+        with _progress(console, f"seed {seeded.training.seed}") as progress:
+            values.append(train(seeded, progress=progress).value)
+    extra: dict[str, Any] = {}
+
+    def card(metrics: dict[str, Any]) -> str:
+        return model_card(config, metrics)
+
+    with _progress(console, f"training seed {config.training.seed}") as progress:
+        result = train_to_folder(config, output, progress=progress, card=card, extra=extra, seed_values=values)
+    summary = dict(result.record)
+    if changes:
+        summary["data_changes"] = changes
+    summary["output"] = str(output)
+    return summary
+
+
+def seed_summary(values: list[float], study_value: float | None) -> dict[str, Any]:
+    """What ``--seeds N`` adds to metrics.json: the spread over seeds next to the study's (biased) value."""
+    out: dict[str, Any] = {"seeds": {"n": len(values), "values": values, "mean": statistics.fmean(values)}}
+    out["seeds"]["std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if study_value is not None:
+        out["study_value"] = study_value
+        out["study_value_minus_seed_mean"] = study_value - out["seeds"]["mean"]
+    return out
+
+
+def _say(console, text: str) -> None:
+    if console is not None:
+        console.print(text, highlight=False)
+
+
+class _progress:
+    """A rich progress bar on stderr for the training steps (silent without a console)."""
+
+    def __init__(self, console, label: str):
+        self.console, self.label = console, label
+        self.bar = None
+
+    def __enter__(self):
+        if self.console is None:
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=None, loss=float("nan"))
+
+        def update(step: int, total: int, loss: float) -> None:
+            self.bar.update(self.task, completed=step, total=total, loss=loss)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

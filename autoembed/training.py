@@ -1,0 +1,286 @@
+"""One training run: a fixed config in, a fine-tuned model and its validation metrics out.
+
+Training knows nothing of Optuna or Ray. It hands every evaluation to a :class:`Reporter` and stops when
+the reporter says so; the search plugs its pruner in there, a recipe run plugs in nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from autoembed.config import TrialConfig
+from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task
+from autoembed.errors import AutoembedError, TrialFailed
+from autoembed.evaluation import RetrievalEvaluator, TokenCache
+from autoembed.losses import Batch, compute_loss
+from autoembed.model import BackboneInfo, backbone_info, build_model, freeze_lowest_layers, parameter_groups
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Where training sends its evaluations, and who may tell it to stop."""
+
+    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class NullReporter:
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class Prepared:
+    """What trials of one study share: the data, the validation task, the tokenized texts, the backbone."""
+
+    dataset: Dataset
+    val_task: RetrievalTask
+    cache: TokenCache
+    info: BackboneInfo
+    key: tuple
+
+    def nbytes(self) -> int:
+        return int(self.cache.ids.nbytes + self.cache.offsets.nbytes)
+
+
+def prepare_key(config: TrialConfig) -> tuple:
+    d, e = config.data, config.evaluation
+    return (config.model, d.train, d.val, d.corpus, d.val_fraction, d.split_seed, d.max_seq_length, e.max_queries, e.max_corpus, e.sample_seed)
+
+
+def prepare(config: TrialConfig) -> Prepared:
+    """Read the data, build the validation task and tokenize every text once."""
+    from transformers import AutoTokenizer
+
+    info = backbone_info(config.model)
+    d, e = config.data, config.evaluation
+    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed)
+    _check_kinds(dataset.train, config)
+    task = retrieval_task(
+        dataset.val,
+        dataset.corpus,
+        extra_documents=[ex.positive for ex in dataset.train] if dataset.corpus is None else (),
+        max_queries=e.max_queries,
+        max_corpus=e.max_corpus,
+        seed=e.sample_seed,
+    )
+    if not task.queries:
+        raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
+    tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
+    texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
+    cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus], d.max_seq_length)
+    return Prepared(dataset, task, cache, info, prepare_key(config))
+
+
+def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
+    labeled = sum(ex.label is not None for ex in examples)
+    if labeled and labeled != len(examples):
+        raise AutoembedError("training file mixes labeled pairs (text1/text2/label) with other rows", file=config.data.train)
+    if labeled and config.loss.type != "contrastive":
+        raise AutoembedError(
+            f"labeled pairs (text1/text2/label) train with loss.type 'contrastive', got {config.loss.type!r}", key="loss.type"
+        )
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    history: list[tuple[int, dict[str, float]]]
+    steps: int
+    total_steps: int
+    value: float
+    value_step: int
+    seconds: float
+    stopped: bool
+    model: object = field(repr=False)
+
+
+def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tuple[float, int]:
+    """The one definition of a run's value: the metric at its last evaluation, and that step.
+
+    The study records it, the recipe keeps the step, and training from the recipe runs to that step and
+    measures there; the best of several noisy evaluations would be biased upward and could not be rebuilt.
+    """
+    if not history:
+        raise ValueError("no evaluation yet")
+    step, metrics = history[-1]
+    return metrics[metric], step
+
+
+def total_steps(config: TrialConfig, n_train: int) -> int:
+    t = config.training
+    per_epoch = max(1, n_train // t.batch_size + (1 if n_train % t.batch_size >= 2 else 0))
+    return t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * per_epoch))
+
+
+def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _optimizer(model, config: TrialConfig) -> torch.optim.Optimizer:
+    t = config.training
+    backbone, head = parameter_groups(model)
+    groups = []
+    for params, lr in ((backbone, t.backbone_lr), (head, t.head_lr)):
+        decay = [p for n, p in params if p.ndim > 1 and "norm" not in n.lower()]
+        no_decay = [p for n, p in params if not (p.ndim > 1 and "norm" not in n.lower())]
+        groups.append({"params": decay, "lr": lr, "weight_decay": t.weight_decay, "name": "backbone" if params is backbone else "head"})
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": ("backbone" if params is backbone else "head") + "_no_decay"})
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, fused=False, foreach=False) if groups else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AutoembedError(f"device {name!r} asked for but CUDA is not available", key="training.device")
+    return torch.device(name)
+
+
+def _batches(examples: list[Example], batch_size: int, seed: int):
+    """Endless seeded epochs of row-index batches; a trailing batch of one row is dropped."""
+    epoch = 0
+    while True:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            if len(rows) >= 2:
+                yield rows
+        epoch += 1
+
+
+def _embed(model, cache: TokenCache, idx: list[int], device) -> torch.Tensor:
+    return model(cache.features(idx, device))["sentence_embedding"]
+
+
+def train(
+    config: TrialConfig,
+    *,
+    prepared: Prepared | None = None,
+    reporter: Reporter | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Fine-tune the model ``config`` describes; evaluate every ``evaluation.every_steps`` and at the end."""
+    started = time.perf_counter()
+    reporter = reporter or NullReporter()
+    t = config.training
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if prepared is None or prepared.key != prepare_key(config):
+        prepared = prepare(config)
+    device = resolve_device(t.device)
+    cache, train_rows = prepared.cache, prepared.dataset.train
+    _check_kinds(train_rows, config)
+    if len(train_rows) < 2:
+        raise AutoembedError("training needs at least 2 rows", file=config.data.train)
+
+    model = build_model(config, device=device, info=prepared.info)
+    freeze_lowest_layers(model, t.freeze_layers)
+    model.train()
+    optimizer = _optimizer(model, config)
+    total = total_steps(config, len(train_rows))
+    warmup = round(t.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total))
+    evaluator = RetrievalEvaluator(
+        prepared.val_task, cache, config.evaluation.k, primary_metric=config.evaluation.metric, batch_size=config.evaluation.batch_size
+    )
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype is torch.float16 else None
+    if t.precision != "fp32" and device.type != "cuda":
+        log.warning("training.precision %s applies on CUDA only; training in fp32 on %s", t.precision, device)
+
+    index = cache.index
+    torch.manual_seed(t.seed)
+    history: list[tuple[int, dict[str, float]]] = []
+    every = config.evaluation.every_steps
+    stopped = False
+    step = 0
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for rows in _batches(train_rows, t.batch_size, t.seed):
+        if step >= total:
+            break
+        examples = [train_rows[r] for r in rows]
+        a_idx = [index[ex.anchor] for ex in examples]
+        p_idx = [index[ex.positive] for ex in examples]
+        n_idx = [index[n] for ex in examples for n in ex.negatives]
+        owner = [i for i, ex in enumerate(examples) for _ in ex.negatives]
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            anchors = _embed(model, cache, a_idx, device)
+            cands = _embed(model, cache, p_idx + n_idx, device)
+            batch = Batch(
+                anchors=anchors.float(),
+                positives=cands[: len(p_idx)].float(),
+                anchor_ids=torch.tensor(a_idx, device=device),
+                positive_ids=torch.tensor(p_idx, device=device),
+                negatives=cands[len(p_idx) :].float() if n_idx else None,
+                negative_ids=torch.tensor(n_idx, device=device) if n_idx else None,
+                neg_owner=torch.tensor(owner, device=device) if n_idx else None,
+                labels=torch.tensor([ex.label for ex in examples], device=device) if examples[0].label is not None else None,
+            )
+            loss = compute_loss(config.loss, batch)
+        if not torch.isfinite(loss):
+            raise TrialFailed(f"loss is {loss.item()} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if t.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        step += 1
+        if progress is not None:
+            progress(step, total, float(loss.detach()))
+        if (every and step % every == 0) or step == total:
+            metrics = evaluator(model)
+            history.append((step, metrics))
+            reporter.report(step, metrics)
+            if step < total and reporter.should_stop():
+                stopped = True
+                break
+    value, value_step = trial_value(history, config.evaluation.metric)
+    return TrainResult(
+        metrics=history[-1][1],
+        history=history,
+        steps=step,
+        total_steps=total,
+        value=value,
+        value_step=value_step,
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+        model=model,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
