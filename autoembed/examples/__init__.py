@@ -1,0 +1,1 @@
+"""Ready-made example tasks (data builders) for trying autoembed end to end."""
