@@ -15,8 +15,8 @@ from rich.table import Table
 from autoembed.errors import AutoembedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the best way to fine-tune a text embedding model.")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _fail(exc: AutoembedError) -> None:
@@ -68,6 +68,94 @@ def evaluate(
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+@app.command()
+def search(
+    study_file: Annotated[Path | None, typer.Argument(help="Optional study YAML (studies/NAME.yaml) setting any of the flags.")] = None,
+    train: Annotated[str | None, typer.Option("--train", help="Training pairs (JSONL/CSV).")] = None,
+    val: Annotated[str | None, typer.Option("--val", help="Validation pairs; default: split off --train.")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus {_id, text} that recall searches.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model folder or package:NAME.")] = None,
+    space: Annotated[str | None, typer.Option("--space", help="Search-space YAML.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Total finished trials wanted (resume counts old ones).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Start no trial after this many seconds.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Concurrent trials.")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial", help="GPU fraction per trial.")] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial", help="CPUs per trial (torch threads follow).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address; default: start a local Ray.")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="ray, or inline (in-process, sequential).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler and training seed.")] = None,
+) -> None:
+    """Search for the best fine-tuning config: an Optuna study run with Ray Tune, pruned early."""
+    from autoembed.search import SearchOptions, run_search
+
+    flags = dict(train=train, val=val, corpus=corpus, model=model, space=space, study=study, trials=trials, timeout=timeout,
+                 storage=storage, workers=workers, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                 ray_address=ray_address, executor=executor, seed=seed)
+    try:
+        options = SearchOptions.from_sources(str(study_file) if study_file else None, **flags)
+        result = run_search(options, console=console)
+    except AutoembedError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished trials are kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+    console.print(
+        f"study {result.study_name} in {result.storage}: {result.counts['COMPLETE']} complete, {result.counts['PRUNED']} pruned, "
+        f"{result.counts['FAIL']} failed; wall {result.seconds:.0f}s, trial compute {result.trial_seconds:.0f}s",
+        highlight=False,
+    )
+    if result.best_number is not None:
+        console.print(f"best trial {result.best_number}: {result.best_value:.4f} with {result.best_params}", highlight=False)
+        console.print(f"next: autoembed export {result.study_name} --storage '{result.storage}' -o studies/{result.study_name}/recipe.yaml", highlight=False)
+    out.print_json(json.dumps({"study": result.study_name, "storage": result.storage, "best_trial": result.best_number,
+                               "best_value": result.best_value, "counts": result.counts, "wall_seconds": round(result.seconds, 2),
+                               "trial_seconds": round(result.trial_seconds, 2)}))
+
+
+@app.command()
+def status(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Trials of a study: state, params, value, duration, and the best trial."""
+    from autoembed.study import best_trial, default_storage, load_existing, mask_url, trial_rows
+
+    url = storage or default_storage(study)
+    try:
+        st = load_existing(study, url)
+    except AutoembedError as exc:
+        _fail(exc)
+    rows = trial_rows(st)
+    best = best_trial(st)
+    summary = {
+        "study": study,
+        "storage": mask_url(url),
+        "objective": st.user_attrs.get("objective"),
+        "counts": {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
+        "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+        "trials": rows,
+    }
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    table = Table(title=f"study {study} ({summary['objective']}) in {summary['storage']}")
+    for col in ("#", "state", "value", "steps", "seconds", "params"):
+        table.add_column(col)
+    for r in rows:
+        value = f"{r['value']:.4f}" if r["value"] is not None else (r["fail_reason"] or "-")[:60]
+        secs = f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "-"
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(str(r["number"]), r["state"], value, str(r["last_step"] or "-"), secs, params)
+    out.print(table)
+    if best is not None:
+        out.print(f"best: trial {best.number} = {best.value:.4f}", highlight=False)
+    else:
+        out.print("no complete trial yet", highlight=False)
 
 
 def _parse_ks(text: str) -> list[int]:

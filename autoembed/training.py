@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 class Reporter(Protocol):
     """Where training sends its evaluations, and who may tell it to stop."""
 
+    def start(self, total_steps: int) -> None: ...
+
     def report(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def should_stop(self) -> bool: ...
 
 
 class NullReporter:
+    def start(self, total_steps: int) -> None:
+        pass
+
     def report(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
@@ -210,6 +215,7 @@ def train(
         log.warning("training.precision %s applies on CUDA only; training in fp32 on %s", t.precision, device)
 
     index = cache.index
+    reporter.start(total)
     torch.manual_seed(t.seed)
     history: list[tuple[int, dict[str, float]]] = []
     every = config.evaluation.every_steps

@@ -1,0 +1,177 @@
+"""Running the study's trials as Ray Tune trials.
+
+:class:`StudySearcher` is Tune's search algorithm: Tune asks it for a config, it asks the Optuna study.
+:class:`PrunerScheduler` is Tune's scheduler: every result a trial reports goes onto its Optuna trial, and
+when Optuna's pruner says prune it returns ``STOP``, so Tune ends the trial at once and frees its slice.
+Both live in the driver and share the :class:`~autoembed.search.Coordinator`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from autoembed.study import STUDIES_DIR, mask_url
+
+
+def _trainable(params: dict[str, Any], prepared=None) -> None:
+    """One trial inside a Ray worker: train, report each evaluation, end with the outcome (or the failure)."""
+    from autoembed.config import TrialConfig
+    from autoembed.search import _failure, _outcome
+    from autoembed.training import train
+
+    config = TrialConfig.from_dict(params["config"])
+
+    class Reporter:
+        total = 0
+
+        def start(self, total_steps: int) -> None:
+            self.total = total_steps
+
+        def report(self, step: int, metrics: dict[str, float]) -> None:
+            tune.report({"kind": "eval", "step": step, "total_steps": self.total, "metrics": metrics})
+
+        def should_stop(self) -> bool:
+            return False  # the scheduler stops this actor when the pruner says so
+
+    t0 = time.perf_counter()
+    try:
+        result = train(config, prepared=prepared, reporter=Reporter())
+    except Exception as exc:  # the trial fails alone; the reason goes into the study
+        tune.report({"kind": "end", "outcome": {"fail_reason": _failure(exc), "train_seconds": time.perf_counter() - t0}})
+        return
+    tune.report({"kind": "end", "outcome": _outcome(result, config, params["hidden_size"])})
+
+
+def _unflatten(result: dict) -> dict:
+    """Tune flattens nested results into ``a/b`` keys; put them back."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        node = out
+        *parents, leaf = key.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def absolute_paths(config):
+    from pathlib import Path
+
+    updates = {f"data.{role}": str(Path(getattr(config.data, role)).resolve()) for role in ("train", "val", "corpus") if getattr(config.data, role)}
+    if not config.model.startswith("package:"):
+        updates["model"] = str(Path(config.model).resolve())
+    return config.replace(**updates)
+
+
+class StudySearcher(Searcher):
+    def __init__(self, coordinator):
+        super().__init__(metric=None, mode="max")
+        self.coordinator = coordinator
+        self.last: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str):
+        c = self.coordinator
+        if c.out_of_time() or c.failures >= c.max_failures:
+            return Searcher.FINISHED if c.running() == 0 else None
+        if not c.wants_more():
+            # a running trial may still fail and need replacing: wait until none runs
+            return Searcher.FINISHED if c.running() == 0 else None
+        started = c.start_trial(trial_id)
+        if started is None:
+            return None
+        _, config = started
+        # workers may run elsewhere (another folder, another node): give them absolute paths
+        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_size}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        result = _unflatten(result or {})
+        outcome = result.get("outcome") if result.get("kind") == "end" else None
+        if outcome is None:
+            if self.coordinator.recorders.get(trial_id) is not None and self.coordinator.recorders[trial_id].pruned:
+                outcome = {}
+            else:
+                outcome = {"fail_reason": "the Ray worker died or was stopped before the trial ended" if error else "the trial ended without an outcome"}
+        self.coordinator.on_end(trial_id, outcome)
+
+    # the study is the state; nothing of the searcher needs saving, and the coordinator must not be pickled
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.coordinator = None
+
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+class PrunerScheduler(FIFOScheduler):
+    def __init__(self, coordinator):
+        super().__init__()
+        self.coordinator = coordinator
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("kind") != "eval":
+            return TrialScheduler.CONTINUE
+        result = _unflatten(result)
+        stop = self.coordinator.on_result(trial.trial_id, int(result["step"]), result["metrics"], int(result["total_steps"]))
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.coordinator = None
+
+
+def ensure_ray(address: str | None, num_cpus: float | None = None) -> None:
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+
+
+def run_ray(coordinator, prepared) -> None:
+    options = coordinator.options
+    ensure_ray(options.ray_address)
+    resources = {"cpu": options.cpus(), "gpu": options.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, prepared=prepared), resources)
+    storage = (STUDIES_DIR / "_ray" / options.study).resolve()
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(coordinator),
+            scheduler=PrunerScheduler(coordinator),
+            num_samples=-1,
+            max_concurrent_trials=options.workers,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{int(time.time())}",
+            storage_path=str(storage),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
+            log_to_file=False,
+        ),
+    )
+    coordinator.display.note(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; each trial gets {resources['cpu']:g} CPUs, {resources['gpu']:g} GPUs; study in {mask_url(options.storage_url)}")
+    tuner.fit()
+
+
+__all__ = ["PrunerScheduler", "StudySearcher", "ensure_ray", "run_ray"]
