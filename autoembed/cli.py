@@ -158,6 +158,44 @@ def status(
         out.print("no complete trial yet", highlight=False)
 
 
+@app.command()
+def export(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Recipe file to write.")],
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="Trial number; default: the best trial.")] = None,
+) -> None:
+    """Write the best (or a named) trial as a reproducible recipe for `autoembed train`."""
+    from autoembed.recipe import export_recipe
+    from autoembed.study import default_storage
+
+    try:
+        summary = export_recipe(study, storage or default_storage(study), output, trial_number=trial)
+    except AutoembedError as exc:
+        _fail(exc)
+    console.print(f"wrote {output}: trial {summary['trial']} ({summary['objective']} = {summary['value']:.4f} at step {summary['step']}); next: autoembed train {output} -o DIR", highlight=False)
+    out.print_json(json.dumps(summary))
+
+
+@app.command()
+def dashboard(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file; default studies/NAME/dashboard.html.")] = None,
+) -> None:
+    """Write one self-contained HTML dashboard of a study (works offline)."""
+    from autoembed.dashboard import write_dashboard
+    from autoembed.study import STUDIES_DIR, default_storage
+
+    target = output or STUDIES_DIR / study / "dashboard.html"
+    try:
+        path = write_dashboard(storage or default_storage(study), study, target)
+    except AutoembedError as exc:
+        _fail(exc)
+    console.print(f"wrote {path}", highlight=False)
+    print(str(path))
+
+
 def _parse_ks(text: str) -> list[int]:
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})

@@ -180,3 +180,51 @@ class _progress:
         if self.bar is not None:
             self.bar.stop()
         return False
+
+
+def export_recipe(study_name: str, storage_url: str, output: str | Path, *, trial_number: int | None = None) -> dict[str, Any]:
+    """``autoembed export``: the best (or named) trial's full config plus provenance, as a recipe file.
+
+    The recipe pins ``training.max_steps`` to the step the trial's value was measured at (the trial's last
+    evaluation, see :func:`autoembed.training.trial_value`), so training from it stops exactly there.
+    """
+    from optuna.trial import TrialState
+
+    from autoembed.fileio import atomic_write_text
+    from autoembed.study import load_existing, mask_url
+
+    study = load_existing(study_name, storage_url)
+    trials = study.get_trials(deepcopy=False)
+    if trial_number is None:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        if not complete:
+            raise AutoembedError(f"study {study_name!r} has no COMPLETE trial to export yet", key="study")
+        trial = max(complete, key=lambda t: (t.value, -t.number))
+    else:
+        matches = [t for t in trials if t.number == trial_number]
+        if not matches:
+            raise AutoembedError(f"study {study_name!r} has no trial {trial_number} (it has {len(trials)} trials)", key="--trial")
+        trial = matches[0]
+        if trial.state != TrialState.COMPLETE:
+            raise AutoembedError(f"trial {trial_number} is {trial.state.name}; only a COMPLETE trial has a value to reproduce", key="--trial")
+    if "config" not in trial.user_attrs:
+        raise AutoembedError(f"trial {trial.number} carries no autoembed config (was the study made by autoembed?)", key="--trial")
+    config = TrialConfig.from_dict(trial.user_attrs["config"])
+    step = trial.user_attrs.get("value_step") or trial.last_step
+    if step:
+        config = config.replace(**{"training.max_steps": int(step)})
+    study_prov = study.user_attrs.get("provenance") or {}
+    config.provenance = {
+        "base_model": study_prov.get("base_model") or model_provenance(config.model),
+        "data": study_prov.get("data") or data_provenance(config),
+        "split_seed": config.data.split_seed,
+        "training_seed": config.training.seed,
+        "objective": {"name": config.evaluation.metric, "value": trial.value, "step": step},
+        "study": {"name": study_name, "trial": trial.number, "storage": mask_url(storage_url)},
+        "space": study_prov.get("space"),
+        "versions": study_prov.get("versions") or versions(),
+        "device": trial.user_attrs.get("device") or study_prov.get("device") or device_description(config.training.device),
+        "exported_with": versions(),
+    }
+    atomic_write_text(output, "# autoembed recipe: rebuild with `autoembed train THIS_FILE -o DIR`\n" + config.to_yaml())
+    return {"recipe": str(output), "study": study_name, "trial": trial.number, "value": trial.value, "objective": config.evaluation.metric, "step": step}

@@ -25,7 +25,7 @@ from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
 from autoembed.model import backbone_info
 from autoembed.progress import SearchDisplay
-from autoembed.recipe import data_provenance, model_provenance
+from autoembed.recipe import data_provenance, device_description, model_provenance, versions
 from autoembed.space import SearchSpace
 from autoembed.study import (
     TrialRecorder,
@@ -177,6 +177,8 @@ def record_provenance(study: optuna.Study, options: SearchOptions, space: Search
             "space": {"path": options.space, "name": space.name},
             "storage": mask_url(options.storage_url),
             "seed": options.seed,
+            "versions": versions(),
+            "device": device_description("cuda" if options.gpus_per_trial > 0 else "cpu"),
         },
     )
     study.set_user_attr("space_summary", space.describe())
