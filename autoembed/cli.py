@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from autoembed.errors import AutoembedError
@@ -20,7 +22,8 @@ out = Console(soft_wrap=True)
 
 
 def _fail(exc: AutoembedError) -> None:
-    console.print(f"[red]autoembed: error:[/red] {exc}", highlight=False, soft_wrap=True)
+    # the message holds user text (paths, ids, values): printed as is, never read as rich markup
+    console.print(f"[red]autoembed: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -206,12 +209,24 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
+def _quiet_libraries() -> None:
+    """No library progress bars or info logs: stderr is for autoembed's own progress, stdout for results."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is first imported
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     try:
         app()
     except AutoembedError as exc:  # raised outside a command's own handler
-        console.print(f"autoembed: error: {exc}", highlight=False)
+        console.print(f"autoembed: error: {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -89,7 +89,7 @@ def _iter_records(path: Path) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(raw.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise AutoembedError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=str(path), line=number) from None
             yield number, record
@@ -167,7 +167,7 @@ def read_examples(path: str | Path, corpus: dict[str, str] | None = None) -> lis
                 Example(_text(record, "text1", path, line), _text(record, "text2", path, line), label=float(label), doc_id=doc_id, line=line)
             )
             continue
-        anchor_key = "query" if "query" in record else "anchor"
+        anchor_key = "anchor" if "anchor" in record else "query"
         anchor = _text(record, anchor_key, path, line)
         if "positive" in record or doc_id is None:
             positive = _text(record, "positive", path, line)
@@ -255,11 +255,18 @@ def retrieval_task(
     sample, the same for every trial; the sampled queries' relevant documents are always kept.
     """
     rows = [ex for ex in examples if ex.label is None or ex.label == 1]
+    # a positive that is a corpus text is that document: adding it again would make a tie with a non-relevant copy
+    corpus_id_of = {t: i for i, t in reversed(corpus.items())} if corpus is not None else {}
+
+    def doc_key(ex: Example) -> str:
+        if corpus is not None and ex.doc_id is not None:
+            return f"id:{ex.doc_id}"
+        return f"id:{corpus_id_of[ex.positive]}" if ex.positive in corpus_id_of else f"text:{ex.positive}"
+
     # one query text may answer several documents: merge them
     query_rel: dict[str, set[str]] = {}
     for ex in rows:
-        key = ex.doc_id if (corpus is not None and ex.doc_id is not None) else None
-        query_rel.setdefault(ex.anchor, set()).add(f"id:{key}" if key is not None else f"text:{ex.positive}")
+        query_rel.setdefault(ex.anchor, set()).add(doc_key(ex))
     queries = list(query_rel)
     rng = random.Random(seed)
     if max_queries is not None and len(queries) > max_queries:
@@ -271,8 +278,8 @@ def retrieval_task(
     else:
         doc_keys, doc_text = [], {}
     for ex in rows:
-        key = f"text:{ex.positive}"
-        if key not in doc_text and not (corpus is not None and ex.doc_id is not None):
+        key = doc_key(ex)
+        if key not in doc_text:
             doc_text[key] = ex.positive
             doc_keys.append(key)
     for text in extra_documents:
@@ -311,7 +318,7 @@ def read_query_file(path: str | Path, corpus: dict[str, str]) -> RetrievalTask:
                 raise AutoembedError(f"unknown doc_id {doc_id!r}: not in the corpus", file=str(path), line=line, key="doc_id")
             target = by_id[doc_id]
         else:
-            positive = _text(record, "positive" if "positive" in record else "text2", path, line)
+            positive = _text(record, "text2" if "text2" in record else "positive", path, line)
             if positive not in by_text:
                 raise AutoembedError(f"positive text matches no corpus text exactly: {positive[:60]!r}", file=str(path), line=line, key="positive")
             target = by_text[positive]

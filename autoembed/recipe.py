@@ -168,16 +168,18 @@ class _progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task(self.label, total=None, loss=float("nan"))
+        self.task = None
 
         def update(step: int, total: int, loss: float) -> None:
+            if self.task is None:  # shown from the first step: an error in the data before it stays the only line
+                self.bar.start()
+                self.task = self.bar.add_task(self.label, total=total, loss=loss)
             self.bar.update(self.task, completed=step, total=total, loss=loss)
 
         return update
 
     def __exit__(self, *exc):
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.stop()
         return False
 

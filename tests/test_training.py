@@ -1,0 +1,286 @@
+"""One training run: every loss trains, learning-rate groups, seeding, frozen layers, the reporter."""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoembed.config import TrialConfig
+from autoembed.errors import AutoembedError, TrialFailed
+from autoembed.evaluation import TokenCache, encode
+from autoembed.model import build_model, freeze_lowest_layers
+from autoembed.training import _optimizer, prepare, total_steps, train
+
+WORDS = "fever pain heart lung kidney liver skin bone arm leg knee hip eye ear nose throat".split()
+
+
+def jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory) -> dict[str, str]:
+    """Eight training rows (one batch, the same every step) of each kind, and four validation rows."""
+    folder = tmp_path_factory.mktemp("small")
+    docs = [f"{WORDS[i]} {WORDS[(i + 5) % 16]}" for i in range(12)]
+    pairs = [{"query": f"{WORDS[(i + 5) % 16]} of the {WORDS[i]}", "positive": docs[i]} for i in range(12)]
+    return {
+        "pairs": jsonl(folder / "pairs.jsonl", pairs[:8]),
+        "triplets": jsonl(
+            folder / "triplets.jsonl", [{**p, "negative": docs[(i + 1) % 8]} for i, p in enumerate(pairs[:8])]
+        ),
+        "labeled": jsonl(
+            folder / "labeled.jsonl",
+            [
+                {"text1": p["query"], "text2": docs[i] if i % 2 == 0 else docs[(i + 3) % 8], "label": int(i % 2 == 0)}
+                for i, p in enumerate(pairs[:8])
+            ],
+        ),
+        "val": jsonl(folder / "val.jsonl", pairs[8:]),
+        "val_labeled": jsonl(
+            folder / "val_labeled.jsonl", [{"text1": p["query"], "text2": p["positive"], "label": 1} for p in pairs[8:]]
+        ),
+    }
+
+
+def toy_config(tiny_model, toy_data, **dotted) -> TrialConfig:
+    base = {
+        "model": str(tiny_model),
+        "data": {"train": str(toy_data["train"]), "val": str(toy_data["val"]), "corpus": str(toy_data["corpus"])},
+        "training": {"batch_size": 8, "max_steps": 4, "backbone_lr": 1e-3, "head_lr": 1e-3},
+    }
+    return TrialConfig.from_dict(base).replace(**dotted)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("train_file", "val_file", "loss"),
+    [
+        ("pairs", "val", {"loss.type": "infonce"}),
+        ("pairs", "val", {"loss.type": "infonce", "loss.symmetric": True, "loss.label_smoothing": 0.1}),
+        ("pairs", "val", {"loss.type": "triplet"}),
+        ("triplets", "val", {"loss.type": "triplet", "loss.distance": "euclidean", "loss.margin": 1.0}),
+        ("triplets", "val", {"loss.type": "infonce"}),
+        ("pairs", "val", {"loss.type": "contrastive"}),
+        ("labeled", "val_labeled", {"loss.type": "contrastive", "loss.margin": 0.8}),
+    ],
+    ids=[
+        "infonce",
+        "infonce-symmetric",
+        "triplet-in-batch",
+        "triplet-negatives",
+        "infonce-negatives",
+        "contrastive",
+        "contrastive-labeled",
+    ],
+)
+def test_every_loss_falls_and_the_weights_move(tiny_model, small_files, train_file, val_file, loss):
+    config = TrialConfig.from_dict(
+        {
+            "model": str(tiny_model),
+            "data": {"train": small_files[train_file], "val": small_files[val_file]},
+            "architecture": {"hidden_dropout": 0.0, "attention_dropout": 0.0, "adapter_depth": 1, "adapter_width": 16},
+            "training": {"batch_size": 8, "max_steps": 8, "backbone_lr": 2e-3, "head_lr": 2e-3, "warmup_ratio": 0.0},
+        }
+    ).replace(**loss)
+    before = weights(build_model(config))
+    losses: list[float] = []
+    result = train(config, progress=lambda step, total, value: losses.append(value))
+    assert len(losses) == result.steps == 8
+    assert losses[-1] < 0.8 * losses[0], losses
+    after = weights(result.model)
+    assert before.keys() == after.keys()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "0.model.encoder.layer.0.attention.self.query.weight" in moved  # backbone
+    assert "2.linear.weight" in moved  # adapter
+    assert set(result.metrics) == {"recall@1", "recall@10", "mrr@10", "ndcg@10"}
+
+
+def test_learning_rate_groups(tiny_model, toy_data):
+    config = toy_config(
+        tiny_model,
+        toy_data,
+        **{
+            "architecture.adapter_depth": 1,
+            "architecture.adapter_width": 16,
+            "training.backbone_lr": 2e-5,
+            "training.head_lr": 3e-3,
+            "training.weight_decay": 0.05,
+        },
+    )
+    model = build_model(config)
+    freeze_lowest_layers(model, 1)
+    optimizer = _optimizer(model, config)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    assert [
+        (groups[n]["lr"], groups[n]["weight_decay"]) for n in ("backbone", "backbone_no_decay", "head", "head_no_decay")
+    ] == [
+        (2e-5, 0.05),
+        (2e-5, 0.0),
+        (3e-3, 0.05),
+        (3e-3, 0.0),
+    ]
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_group = {g: {names[id(p)] for p in groups[g]["params"]} for g in groups}
+    assert by_group["head"] == {"2.linear.weight"}
+    assert by_group["head_no_decay"] == {"2.linear.bias"}
+    assert all(n.startswith("0.") for n in by_group["backbone"] | by_group["backbone_no_decay"])
+    assert all(n.endswith(".weight") and "LayerNorm" not in n for n in by_group["backbone"])
+    assert all(n.endswith(".bias") or "LayerNorm" in n for n in by_group["backbone_no_decay"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set().union(*by_group.values()) == trainable  # every trainable parameter once, no frozen one
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+    assert not any(".layer.0." in n or "embeddings" in n for n in trainable)
+
+
+def test_same_seed_gives_identical_embeddings_and_metrics(tiny_model, toy_data):
+    config = toy_config(tiny_model, toy_data, **{"architecture.output_dim": 16, "evaluation.every_steps": 2})
+    first, second = train(config), train(config)
+    other = train(config.replace(**{"training.seed": 7}))
+    assert first.history == second.history
+    a, b, c = weights(first.model), weights(second.model), weights(other.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    prepared = prepare(config)
+    idx = range(len(prepared.cache.texts))
+    assert torch.equal(encode(first.model, prepared.cache, idx), encode(second.model, prepared.cache, idx))
+
+
+def test_frozen_layers_stay_unchanged(tiny_model, toy_data):
+    config = toy_config(tiny_model, toy_data, **{"training.freeze_layers": 1})
+    before = weights(build_model(config))
+    after = weights(train(config).model)
+    for key in before:
+        unchanged = torch.equal(before[key], after[key])
+        frozen = ".embeddings." in key or ".encoder.layer.0." in key
+        if frozen:
+            assert unchanged, key
+        elif ".encoder.layer.1." in key and key.endswith("weight") and "LayerNorm" not in key:
+            assert not unchanged, key
+
+
+@pytest.mark.parametrize(
+    ("loss", "expect"),
+    [
+        ("contrastive", nullcontext()),
+        (
+            "infonce",
+            pytest.raises(
+                AutoembedError,
+                match=r"^loss\.type: labeled pairs \(text1/text2/label\) train with loss\.type 'contrastive', got 'infonce'$",
+            ),
+        ),
+        ("triplet", pytest.raises(AutoembedError, match=r"got 'triplet'$")),
+    ],
+)
+def test_labeled_pairs_train_with_contrastive_only(tiny_model, small_files, loss, expect):
+    config = TrialConfig.from_dict(
+        {
+            "model": str(tiny_model),
+            "data": {"train": small_files["labeled"], "val": small_files["val_labeled"]},
+            "loss": {"type": loss},
+            "training": {"batch_size": 8, "max_steps": 2},
+        }
+    )
+    with expect:
+        assert train(config).steps == 2
+
+
+def test_mixed_labeled_and_unlabeled_rows_are_refused(tiny_model, tmp_path, small_files):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        Path(small_files["pairs"]).read_text() + json.dumps({"text1": "a", "text2": "b", "label": 0}) + "\n"
+    )
+    config = TrialConfig.from_dict(
+        {
+            "model": str(tiny_model),
+            "data": {"train": str(path), "val": small_files["val"]},
+            "loss": {"type": "contrastive"},
+        }
+    )
+    with pytest.raises(
+        AutoembedError,
+        match="^" + re.escape(f"{path}: training file mixes labeled pairs (text1/text2/label) with other rows") + "$",
+    ):
+        train(config)
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None):
+        self.stop_after = stop_after
+        self.started: int | None = None
+        self.reports: list[tuple[int, dict[str, float]]] = []
+
+    def start(self, total_steps: int) -> None:
+        self.started = total_steps
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        self.reports.append((step, metrics))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.reports) >= self.stop_after
+
+
+@pytest.mark.parametrize(("stop_after", "steps", "reported"), [(None, 6, [2, 4, 6]), (1, 2, [2]), (2, 4, [2, 4])])
+def test_reporter_sees_every_evaluation_and_can_stop(tiny_model, toy_data, stop_after, steps, reported):
+    config = toy_config(tiny_model, toy_data, **{"training.max_steps": 6, "evaluation.every_steps": 2})
+    recorder = Recorder(stop_after)
+    result = train(config, reporter=recorder)
+    assert recorder.started == 6
+    assert [s for s, _ in recorder.reports] == reported == [s for s, _ in result.history]
+    assert result.steps == steps and result.total_steps == 6
+    assert result.stopped is (steps < 6)
+    assert (result.value, result.value_step) == (result.history[-1][1]["recall@10"], reported[-1])
+
+
+def test_a_non_finite_loss_fails_the_trial(tiny_model, toy_data, monkeypatch):
+    import autoembed.training
+
+    monkeypatch.setattr(autoembed.training, "compute_loss", lambda config, batch: batch.anchors.sum() * float("nan"))
+    with pytest.raises(TrialFailed, match="^loss is nan at step 1$"):
+        train(toy_config(tiny_model, toy_data))
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "epochs", "max_steps", "expected"),
+    [
+        (64, 8, 1.0, None, 8),
+        (65, 8, 1.0, None, 8),  # a trailing batch of one row is dropped
+        (66, 8, 1.0, None, 9),
+        (64, 8, 2.5, None, 20),
+        (64, 8, 1.0, 3, 3),
+        (5, 32, 1.0, None, 1),
+    ],
+)
+def test_total_steps(n_train, batch_size, epochs, max_steps, expected):
+    config = TrialConfig.from_dict(
+        {
+            "model": "m",
+            "data": {"train": "t.jsonl"},
+            "training": {"batch_size": batch_size, "epochs": epochs, "max_steps": max_steps},
+        }
+    )
+    assert total_steps(config, n_train) == expected
+
+
+def test_prepare_tokenizes_every_text_once(tiny_model, toy_data):
+    prepared = prepare(toy_config(tiny_model, toy_data))
+    texts = prepared.cache.texts
+    assert len(texts) == len(set(texts))
+    needed = (
+        {t for ex in prepared.dataset.train for t in (ex.anchor, ex.positive)}
+        | set(prepared.val_task.queries)
+        | set(prepared.val_task.corpus)
+    )
+    assert needed <= set(texts)
+    assert isinstance(prepared.cache, TokenCache)
