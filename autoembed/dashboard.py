@@ -91,16 +91,18 @@ def _readonly_url(storage_url: str, study_name: str) -> tuple[str, dict[str, Any
         url = sqlalchemy.engine.make_url(storage_url)
     except Exception as exc:
         raise AutoembedError(
-            f"The storage URL {mask_url(storage_url)!r} of study {study_name!r} is not a database URL "
-            f"(expected e.g. sqlite:///studies/{study_name}.db or postgresql://user@host/db): {exc}"
+            f"the storage URL {mask_url(storage_url)!r} of study {study_name!r} is not a database URL "
+            f"(expected e.g. sqlite:///studies/{study_name}.db or postgresql+psycopg://user@host/db): {exc}",
+            key="storage",
         ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:") or "mode=memory" in database:
             raise AutoembedError(
-                f"Study {study_name!r}: {mask_url(storage_url)} is an in-memory SQLite database, which "
-                "holds no study another process could read; give the URL of the study's file."
+                f"study {study_name!r}: {mask_url(storage_url)} is an in-memory SQLite database, which "
+                "holds no study another process could read; give the URL of the study's file",
+                key="storage",
             )
         if database.startswith("file:"):
             path = Path(urllib.parse.unquote(database[5:].split("?", 1)[0]))
@@ -110,12 +112,13 @@ def _readonly_url(storage_url: str, study_name: str) -> tuple[str, dict[str, Any
             target = "file:" + urllib.parse.quote(str(path.resolve()))
         if not path.is_file():
             raise AutoembedError(
-                f"Study {study_name!r} cannot be read: the database file {str(path)!r} of "
-                f"{mask_url(storage_url)} does not exist."
+                f"no study {study_name!r}: the database file {str(path)!r} of {mask_url(storage_url)} does not exist",
+                key="study",
             )
         # mode=ro: SQLite itself refuses writes, and optuna's schema set-up cannot create anything.
         url = url.set(database=target, query={**url.query, "mode": "ro", "uri": "true"})
-        return url.render_as_string(hide_password=False), {}
+        # While a writer commits, wait for its lock (as study.py's writers wait for ours) rather than fail.
+        return url.render_as_string(hide_password=False), {"connect_args": {"timeout": 30}}
     if backend == "postgresql":
         # The session refuses writes; PostgreSQL readers never block writers anyway (MVCC).
         options = "-c default_transaction_read_only=on"
@@ -146,12 +149,13 @@ def load_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
         except KeyError:
             names = sorted(s.study_name for s in storage.get_all_studies())
             held = ", ".join(repr(n) for n in names) if names else "no studies"
-            raise AutoembedError(f"There is no study {study_name!r} in {masked}; it holds {held}.") from None
+            raise AutoembedError(f"no study {study_name!r} in {masked}; it holds {held}", key="study") from None
         return optuna.load_study(study_name=study_name, storage=storage)
     except ImportError as exc:
         raise AutoembedError(
-            f"Study {study_name!r} cannot be read from {masked}: its database driver is missing ({exc}); "
-            "for PostgreSQL install psycopg: pip install 'psycopg[binary]'."
+            f"study {study_name!r} cannot be read from {masked}: its database driver is missing ({exc}); "
+            "for PostgreSQL install psycopg: pip install 'psycopg[binary]'",
+            key="storage",
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
         cause = exc.__cause__ or exc
@@ -160,8 +164,10 @@ def load_study_readonly(storage_url: str, study_name: str) -> optuna.Study:
         if password:
             reason = reason.replace(str(password), "***")
         not_optuna = ("no such table", "does not exist", "readonly database", "read-only transaction")
-        hint = " Is it an Optuna study database?" if any(s in reason.lower() for s in not_optuna) else ""
-        raise AutoembedError(f"Study {study_name!r} cannot be read from {masked}: {reason}.{hint}") from None
+        hint = " (is it an Optuna study database?)" if any(s in reason.lower() for s in not_optuna) else ""
+        raise AutoembedError(
+            f"study {study_name!r} cannot be read from {masked}: {reason}{hint}", key="storage"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -962,6 +968,18 @@ def _provenance_html(summary: _SummaryInfo) -> str:
         ("search space", f"<code>{_e(space.get('name', ''))}</code> from <code>{_e(space.get('path', ''))}</code>"),
         ("storage", f"<code>{_e(mask_url(str(p.get('storage') or summary.storage)))}</code>"),
     ]
+    for key, value in p.items():  # whatever else the search recorded: base model hashes, versions, device...
+        if key in ("model", "space", "storage", "data"):
+            continue
+        if isinstance(value, (dict, list)):
+            items.append(
+                (
+                    key.replace("_", " "),
+                    f"<details><summary>{len(value)} entries</summary>{_json_block(value)}</details>",
+                )
+            )
+        else:
+            items.append((key.replace("_", " "), f"<code>{_e(value)}</code>"))
     out = "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
     if isinstance(p.get("data"), dict):
         out += "<h3>Data</h3>" + _dataset_rows(p["data"])

