@@ -2,7 +2,8 @@
 
 Every loss takes the anchors' and positives' embeddings, optional hard negatives (each owned by one row),
 and the text ids of everything in the batch: two candidates with the same text id are the same text, so a
-duplicate of a row's positive is never used as that row's negative.
+duplicate of a row's positive is never used as that row's negative, nor is the positive of another row with the
+same anchor.
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ def _candidates(batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 def _false_negatives(row_ids: Tensor, cand_ids: Tensor, n_rows: int, also: Tensor | None = None) -> Tensor:
-    """(rows, candidates) mask of candidates that repeat a row's own positive (or anchor) text."""
+    """(rows, candidates) mask of candidates that repeat a row's own positive (or anchor) text.
+
+    With ``also``, rows that share that text are one query with several answers: each one's own candidate is a
+    right answer for the other (validation counts both as relevant), so it is masked too.
+    """
     mask = row_ids[:, None] == cand_ids[None, :]
     if also is not None:
         mask |= also[:, None] == cand_ids[None, :]
+        mask[:, :n_rows] |= also[:, None] == also[None, :]
     eye = torch.zeros_like(mask)
     eye[:, :n_rows] = torch.eye(n_rows, dtype=torch.bool, device=mask.device)
     return mask & ~eye

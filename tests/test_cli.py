@@ -42,7 +42,7 @@ def write_config(path: Path, tiny_model: Path, toy_data, val: Path, extra: str =
     path.write_text(
         f"model: {tiny_model}\n"
         f"data:\n  train: {toy_data['train']}\n  val: {val}\n  corpus: {toy_data['corpus']}\n"
-        "training:\n  batch_size: 8\n  max_steps: 4\n  backbone_lr: 1.0e-3\n" + extra
+        "training:\n  batch_size: 8\n  max_steps: 4\n  backbone_lr: 1.0e-3\n  device: cpu\n" + extra
     )
     return path
 

@@ -65,10 +65,23 @@ def test_a_candidate_equal_to_the_anchor_or_the_positive_is_masked():
     torch.testing.assert_close(infonce(batch, 0.05), expected)
 
 
+def test_a_repeated_anchor_does_not_use_the_other_rows_positive_as_a_negative():
+    # rows 1 and 3 are one query with two answers; hard negatives of either stay negatives
+    batch = random_batch(4, negatives=2, anchor_ids=[10, 11, 12, 11])
+    logits = cos(batch.anchors, torch.cat([batch.positives, batch.negatives])) / 0.05
+    torch.testing.assert_close(infonce(batch, 0.05), masked_ce(logits, [(1, 3), (3, 1)]))
+    d = 1 - cos(batch.anchors, batch.positives)
+    terms = [F.relu(d[i, i] - d[i, j] + 0.5) for i in range(4) for j in range(4) if i != j and {i, j} != {1, 3}]
+    batch.negatives = None
+    torch.testing.assert_close(triplet(batch, 0.5, "cosine"), torch.stack(terms).mean())
+
+
 def test_symmetric_infonce_averages_both_directions():
+    # rows 0 and 2 share a positive, rows 1 and 4 an anchor: masked in both directions
     batch = random_batch(5, positive_ids=[1, 2, 1, 3, 4], anchor_ids=[5, 6, 7, 8, 6])
-    forward = masked_ce(cos(batch.anchors, batch.positives) / 0.05, [(0, 2), (2, 0)])
-    backward = masked_ce(cos(batch.positives, batch.anchors) / 0.05, [(1, 4), (4, 1)])
+    pairs = [(0, 2), (2, 0), (1, 4), (4, 1)]
+    forward = masked_ce(cos(batch.anchors, batch.positives) / 0.05, pairs)
+    backward = masked_ce(cos(batch.positives, batch.anchors) / 0.05, pairs)
     torch.testing.assert_close(infonce(batch, 0.05, symmetric=True), (forward + backward) / 2)
 
 

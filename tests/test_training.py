@@ -50,10 +50,11 @@ def small_files(tmp_path_factory) -> dict[str, str]:
 
 
 def toy_config(tiny_model, toy_data, **dotted) -> TrialConfig:
+    """Trains on CPU also where CUDA is present: bit-identical reruns are promised on CPU (tests/test_gpu.py covers CUDA)."""
     base = {
         "model": str(tiny_model),
         "data": {"train": str(toy_data["train"]), "val": str(toy_data["val"]), "corpus": str(toy_data["corpus"])},
-        "training": {"batch_size": 8, "max_steps": 4, "backbone_lr": 1e-3, "head_lr": 1e-3},
+        "training": {"batch_size": 8, "max_steps": 4, "backbone_lr": 1e-3, "head_lr": 1e-3, "device": "cpu"},
     }
     return TrialConfig.from_dict(base).replace(**dotted)
 
@@ -89,7 +90,14 @@ def test_every_loss_falls_and_the_weights_move(tiny_model, small_files, train_fi
             "model": str(tiny_model),
             "data": {"train": small_files[train_file], "val": small_files[val_file]},
             "architecture": {"hidden_dropout": 0.0, "attention_dropout": 0.0, "adapter_depth": 1, "adapter_width": 16},
-            "training": {"batch_size": 8, "max_steps": 8, "backbone_lr": 2e-3, "head_lr": 2e-3, "warmup_ratio": 0.0},
+            "training": {
+                "batch_size": 8,
+                "max_steps": 8,
+                "backbone_lr": 2e-3,
+                "head_lr": 2e-3,
+                "warmup_ratio": 0.0,
+                "device": "cpu",
+            },
         }
     ).replace(**loss)
     before = weights(build_model(config))
@@ -120,6 +128,7 @@ def test_learning_rate_groups(tiny_model, toy_data):
     model = build_model(config)
     freeze_lowest_layers(model, 1)
     optimizer = _optimizer(model, config)
+    assert optimizer.defaults["fused"]  # the fused AdamW kernel, as sentence-transformers' trainer uses
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
     assert [
@@ -189,7 +198,7 @@ def test_labeled_pairs_train_with_contrastive_only(tiny_model, small_files, loss
             "model": str(tiny_model),
             "data": {"train": small_files["labeled"], "val": small_files["val_labeled"]},
             "loss": {"type": loss},
-            "training": {"batch_size": 8, "max_steps": 2},
+            "training": {"batch_size": 8, "max_steps": 2, "device": "cpu"},
         }
     )
     with expect:
