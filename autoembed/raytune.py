@@ -8,7 +8,10 @@ Both live in the driver and share the :class:`~autoembed.search.Coordinator`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -146,6 +149,28 @@ def ensure_ray(address: str | None, num_cpus: float | None = None) -> None:
     ray.init(**kwargs)
 
 
+# Tune's console output is not ours: even at verbose=0 its default reporter prints an experiment box, the
+# results folder and a TensorBoard hint to stdout, where `autoembed search` writes its JSON. The legacy
+# reporter prints nothing at verbose=0. Tune's per-trial CSV/JSON/TensorBoard logs duplicate the study.
+_QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Set :data:`_QUIET_TUNE` while Tune runs (a value the user set wins), then restore the environment."""
+    saved = {key: os.environ.get(key) for key in _QUIET_TUNE}
+    for key, value in _QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_ray(coordinator, prepared) -> None:
     options = coordinator.options
     ensure_ray(options.ray_address)
@@ -171,7 +196,8 @@ def run_ray(coordinator, prepared) -> None:
         ),
     )
     coordinator.display.note(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; each trial gets {resources['cpu']:g} CPUs, {resources['gpu']:g} GPUs; study in {mask_url(options.storage_url)}")
-    tuner.fit()
+    with _quiet_tune():
+        tuner.fit()
 
 
 __all__ = ["PrunerScheduler", "StudySearcher", "ensure_ray", "run_ray"]

@@ -134,15 +134,21 @@ class SearchResult:
     trial_seconds: float
 
 
-def base_config(options: SearchOptions) -> TrialConfig:
+def base_config(options: SearchOptions, metric: str | None = None) -> TrialConfig:
     data = {"model": options.model, **{k: dict(v) for k, v in options.base.items()}}
     section = data.setdefault("data", {})
     section.update({"train": options.train, "val": options.val, "corpus": options.corpus})
     data.setdefault("training", {}).setdefault("seed", options.seed)
+    if metric:
+        # every trial measures the space's metric; the default (recall@10) need not fit a base's evaluation.k
+        data.setdefault("evaluation", {})["metric"] = metric
     return TrialConfig.from_dict(data, file=options.config_file)
 
 
 def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> tuple[optuna.Study, bool]:
+    # a starting point the backbone cannot take must fail before the study exists: a study created without
+    # its starting points would be resumed without them
+    starting = space.starting_params(hidden_size=hidden_size)
     storage = make_storage(options.storage_url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     resumed = options.study in existing
@@ -162,7 +168,7 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
         )
     if not resumed:
         study.set_user_attr("objective", space.metric)
-        for params in space.starting_params(hidden_size=hidden_size):
+        for params in starting:
             study.enqueue_trial(params, skip_if_exists=True)
     return study, resumed
 
@@ -326,23 +332,35 @@ def run_inline(coordinator: Coordinator, prepared: Prepared) -> None:
         coordinator.on_end(key, _outcome(result, config, coordinator.hidden_size))
 
 
+def _scratch_trial() -> optuna.Trial:
+    """A trial of a throwaway in-memory study, without Optuna's "A new study created" line for it."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study().ask()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def run_search(options: SearchOptions, *, console=None, live: bool = True) -> SearchResult:
     """Run (or resume) the study until it holds ``options.trials`` finished trials or time runs out."""
     started = time.monotonic()
     space = SearchSpace.from_yaml_file(options.space)
-    base = base_config(options)
+    base = base_config(options, space.metric)
     info = backbone_info(options.model)
-    study, resumed = open_study(options, space, info.hidden_size)
     display = SearchDisplay(console, options, live=live)
+    # data and sampling errors surface before the study exists: a study created by a failed start would be
+    # resumed later without its starting points
+    display.note("reading data and tokenizing once for the whole study ...")
+    probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
+    prepared = prepare(probe)
+    study, resumed = open_study(options, space, info.hidden_size)
     if resumed:
         n_failed = fail_interrupted(study)
         display.note(f"resuming study {options.study!r}: {finished_count(study)} finished trials kept" + (f", {n_failed} interrupted trials marked FAIL" if n_failed else ""))
     record_provenance(study, options, space, base)
     if finished_count(study) >= options.trials:
         display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
-    display.note("reading data and tokenizing once for the whole study ...")
-    probe = space.sample(optuna.create_study().ask(), base, hidden_size=info.hidden_size)
-    prepared = prepare(probe)
     coordinator = Coordinator(study, space, base, options, info.hidden_size, display)
     display.begin(study)
     try:

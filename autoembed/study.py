@@ -11,6 +11,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import optuna
 from optuna.trial import TrialState
@@ -25,9 +26,13 @@ def default_storage(name: str) -> str:
     return f"sqlite:///{STUDIES_DIR / name}.db"
 
 
+# user:password@ as SQLAlchemy's URL parser reads it: the password runs to the first "@" and may hold "/" or ":"
+_CREDENTIALS = re.compile(r"(://[^:/]*:)([^@]*)@")
+
+
 def mask_url(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    return _CREDENTIALS.sub(r"\1***@", url, count=1)
 
 
 def mask_text(text: str, url: str | None) -> str:
@@ -35,9 +40,11 @@ def mask_text(text: str, url: str | None) -> str:
     if not url:
         return text
     text = text.replace(url, mask_url(url))
-    match = re.search(r"://[^/:@]*:([^@/]*)@", url)
-    if match and match.group(1):
-        text = text.replace(match.group(1), "***")
+    match = _CREDENTIALS.search(url)
+    if match and match.group(2):
+        # a driver's message may quote the password decoded (%40 -> @)
+        for password in {match.group(2), unquote(match.group(2))}:
+            text = text.replace(password, "***")
     return text
 
 

@@ -1,0 +1,200 @@
+"""The study's storage and records: masked URLs, interrupted trials, and one trial's record from report to end."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoembed.config import TrialConfig
+from autoembed.errors import AutoembedError
+from autoembed.study import (
+    INTERRUPTED,
+    TrialRecorder,
+    best_trial,
+    fail_interrupted,
+    finished_count,
+    load_existing,
+    make_storage,
+    mask_text,
+    mask_url,
+    trial_rows,
+    validate_study_name,
+)
+
+CONFIG = TrialConfig.from_dict({"model": "m", "data": {"train": "train.jsonl"}})
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql+psycopg://user:s3cret@db.internal:5432/studies?sslmode=require",
+            "postgresql+psycopg://user:***@db.internal:5432/studies?sslmode=require",
+        ),
+        # SQLAlchemy reads the password up to the first "@": a "/" or ":" in it is still the password
+        ("postgresql://u:a/b+c@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:a:b@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://:secret@h/db", "postgresql://:***@h/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+        ("sqlite:///studies/s.db", "sqlite:///studies/s.db"),
+        ("sqlite:////tmp/a:b@c/s.db", "sqlite:////tmp/a:b@c/s.db"),
+    ],
+)
+def test_mask_url_hides_the_password_sqlalchemy_would_use(url, masked):
+    assert mask_url(url) == masked
+    password = _sqlalchemy_password(url)
+    if password:
+        assert password not in mask_url(url).replace("***", "")
+
+
+def _sqlalchemy_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).password
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        (
+            "postgresql://u:secret@h/db",
+            'connection to "h" failed for postgresql://u:secret@h/db: password "secret" rejected',
+        ),
+        ("postgresql://u:a/b@h/db", "FATAL: password authentication failed (password a/b)"),
+        ("postgresql://u:p%40ss@h/db", "password p@ss rejected; url postgresql://u:p%40ss@h/db"),
+    ],
+)
+def test_mask_text_removes_the_password_from_an_error_message(url, text):
+    masked = mask_text(text, url)
+    password = _sqlalchemy_password(url)
+    assert password not in masked and "***" in masked
+    assert mask_text(text, None) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "expectation"),
+    [
+        ("tiny-1", nullcontext()),
+        ("a.b_c", nullcontext()),
+        ("", pytest.raises(AutoembedError, match="study name")),
+        ("../x", pytest.raises(AutoembedError, match=r"got '\.\./x'")),
+        ("has space", pytest.raises(AutoembedError, match="study name")),
+        ("x" * 129, pytest.raises(AutoembedError, match="at most 128")),
+    ],
+)
+def test_validate_study_name(name, expectation):
+    with expectation:
+        assert validate_study_name(name) == name
+
+
+def test_bad_storage_is_one_masked_error():
+    with pytest.raises(AutoembedError) as info:
+        make_storage("nosuchdriver://u:secret@h/db")
+    assert "secret" not in str(info.value) and "u:***@h" in str(info.value) and info.value.key == "storage"
+
+
+def test_load_existing_names_what_is_missing(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(AutoembedError, match="does not exist"):
+        load_existing("s", url)
+    assert not (tmp_path / "s.db").exists()
+    optuna.create_study(study_name="other", storage=make_storage(url))
+    with pytest.raises(AutoembedError, match="it holds: other"):
+        load_existing("s", url)
+    assert load_existing("other", url).study_name == "other"
+
+
+def test_fail_interrupted_marks_running_trials_and_only_them(tmp_path):
+    study = optuna.create_study(
+        study_name="s", storage=make_storage(f"sqlite:///{tmp_path}/s.db"), direction="maximize"
+    )
+    done = study.ask()
+    study.tell(done, 0.5)
+    study.ask()  # left RUNNING, as by a killed run
+    study.enqueue_trial({})  # WAITING: a starting point not yet run is kept
+    assert fail_interrupted(study) == 1
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].user_attrs["fail_reason"] == INTERRUPTED
+    assert fail_interrupted(study) == 0
+
+
+def _recorder(pruner: optuna.pruners.BasePruner | None = None) -> TrialRecorder:
+    study = optuna.create_study(direction="maximize", pruner=pruner or optuna.pruners.NopPruner())
+    return TrialRecorder(study, study.ask(), CONFIG, "recall@1")
+
+
+def test_completed_trial_records_its_curve_value_and_metrics():
+    rec = _recorder()
+    rec.report(2, {"recall@1": 0.25, "mrr@10": 0.4})
+    rec.report(4, {"recall@1": 0.5, "mrr@10": 0.6})
+    assert not rec.should_prune()
+    assert (
+        rec.finish(value=0.5, step=4, metrics={"recall@1": 0.5}, seconds=1.23456, extra={"steps": 4})
+        == TrialState.COMPLETE
+    )
+    t = rec.study.trials[0]
+    assert t.state == TrialState.COMPLETE and t.value == 0.5
+    assert t.intermediate_values == {2: 0.25, 4: 0.5}
+    assert t.user_attrs["config"] == CONFIG.to_dict()
+    assert t.user_attrs["value_step"] == 4 and t.user_attrs["train_seconds"] == 1.235 and t.user_attrs["steps"] == 4
+    assert t.user_attrs["last_metrics"] == {"recall@1": 0.5, "mrr@10": 0.6}
+
+
+def test_pruned_trial_keeps_its_curve_and_ignores_later_reports():
+    rec = _recorder(optuna.pruners.ThresholdPruner(lower=0.9))
+    rec.report(2, {"recall@1": 0.5})
+    assert rec.should_prune()
+    rec.report(4, {"recall@1": 0.95})  # a Ray trial may send one more result before it stops
+    assert rec.should_prune()  # the decision stays
+    assert rec.finish(value=None, step=None, metrics=None, seconds=0.5) == TrialState.PRUNED
+    t = rec.study.trials[0]
+    assert t.state == TrialState.PRUNED and t.intermediate_values == {2: 0.5} and t.user_attrs["pruned_at_step"] == 2
+
+
+@pytest.mark.parametrize("value", [None, math.nan, math.inf])
+def test_a_trial_without_a_finite_value_fails_with_a_reason(value):
+    rec = _recorder()
+    rec.report(2, {"recall@1": math.nan})  # not put on the curve
+    assert rec.finish(value=value, step=2, metrics={}, seconds=0.1) == TrialState.FAIL
+    t = rec.study.trials[0]
+    assert t.intermediate_values == {} and t.user_attrs["fail_reason"] == "no finite recall@1 was measured"
+
+
+def test_an_ended_trial_keeps_its_state():
+    rec = _recorder()
+    rec.report(2, {"recall@1": 0.5})
+    rec.finish(value=0.5, step=2, metrics={}, seconds=0.1)
+    assert rec.fail("the search stopped before this trial ended") == TrialState.COMPLETE  # Coordinator.abandon
+    failed = _recorder()
+    assert failed.fail("TrialFailed: loss is nan at step 1", seconds=0.2) == TrialState.FAIL
+    assert failed.finish(value=0.5, step=2, metrics={}, seconds=0.1) == TrialState.FAIL
+    assert failed.study.trials[0].user_attrs["fail_reason"] == "TrialFailed: loss is nan at step 1"
+
+
+def test_rows_counts_and_best():
+    study = optuna.create_study(direction="maximize")
+    assert best_trial(study) is None
+    for value in (0.2, 0.7):
+        trial = study.ask()
+        trial.suggest_float("lr", 0.0, 1.0)
+        trial.report(value, 1)
+        study.tell(trial, value)
+    pruned = study.ask()
+    pruned.report(0.1, 1)
+    study.tell(pruned, state=TrialState.PRUNED)
+    failed = study.ask()
+    study._storage.set_trial_user_attr(failed._trial_id, "fail_reason", "boom")
+    study.tell(failed, state=TrialState.FAIL)
+    assert finished_count(study) == 3
+    assert best_trial(study).number == 1
+    rows = trial_rows(study)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    assert rows[3]["fail_reason"] == "boom" and rows[2]["last_step"] == 1 and rows[0]["duration_s"] >= 0
