@@ -218,6 +218,9 @@ def _quiet_libraries() -> None:
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in RDB ..." is ours to say
 
 
 def main() -> None:

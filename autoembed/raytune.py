@@ -184,7 +184,9 @@ def run_ray(coordinator, prepared) -> None:
             scheduler=PrunerScheduler(coordinator),
             num_samples=-1,
             max_concurrent_trials=options.workers,
-            reuse_actors=False,
+            # a trial's worker process (torch, transformers imported, the shared data mapped) serves the next
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=f"run-{int(time.time())}",

@@ -359,12 +359,12 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
         n_failed = fail_interrupted(study)
         display.note(f"resuming study {options.study!r}: {finished_count(study)} finished trials kept" + (f", {n_failed} interrupted trials marked FAIL" if n_failed else ""))
     record_provenance(study, options, space, base)
-    if finished_count(study) >= options.trials:
-        display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
     coordinator = Coordinator(study, space, base, options, info.hidden_size, display)
     display.begin(study)
     try:
-        if options.executor == "inline":
+        if finished_count(study) >= options.trials:
+            display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
+        elif options.executor == "inline":
             run_inline(coordinator, prepared)
         else:
             from autoembed.raytune import run_ray
