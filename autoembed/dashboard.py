@@ -15,7 +15,6 @@ import html
 import json
 import math
 import random
-import re
 import statistics
 import time
 import urllib.parse
@@ -35,6 +34,7 @@ from plotly.subplots import make_subplots
 
 from autoembed.errors import AutoembedError
 from autoembed.fileio import atomic_write_text
+from autoembed.study import mask_url
 
 __all__ = ["load_study_readonly", "mask_url", "write_dashboard"]
 
@@ -74,15 +74,6 @@ _MISSING = "—"
 
 # --------------------------------------------------------------------------------------------------
 # Reading the study
-
-
-def mask_url(url: str) -> str:
-    """The storage URL with its password replaced by `***`: `postgresql://user:***@host/db`."""
-    try:
-        masked = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL: mask what looks like `//user:password@`
-        masked = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(?i)\b(password|passwd|pwd)=[^&]*", r"\1=***", masked)
 
 
 def _readonly_url(storage_url: str, study_name: str) -> tuple[str, dict[str, Any]]:

@@ -31,8 +31,9 @@ _CREDENTIALS = re.compile(r"(://[^:/]*:)([^@]*)@")
 
 
 def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _CREDENTIALS.sub(r"\1***@", url, count=1)
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``; ``?password=`` too."""
+    masked = _CREDENTIALS.sub(r"\1***@", url, count=1)
+    return re.sub(r"(?i)\b(password|passwd|pwd)=[^&]*", r"\1=***", masked)
 
 
 def mask_text(text: str, url: str | None) -> str:
