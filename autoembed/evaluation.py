@@ -20,6 +20,9 @@ from autoembed.data import RetrievalTask
 
 MRR_K = 10
 NDCG_K = 10
+# On CPU a big batch only costs: its activations outgrow the caches. all-MiniLM-L6-v2 encodes ICD-10 texts about
+# 25% faster in batches of 32 than of 256 (the evaluation default, which suits GPUs), on 1 thread and on 2.
+CPU_BATCH_SIZE = 32
 
 
 @dataclass
@@ -74,6 +77,8 @@ class TokenCache:
 def encode(model, cache: TokenCache, indices: Sequence[int], *, batch_size: int = 256, device=None) -> Tensor:
     """Embeddings (float32, on CPU) of the cached texts at ``indices``, in that order."""
     device = device or next(model.parameters()).device
+    if torch.device(device).type == "cpu":
+        batch_size = min(batch_size, CPU_BATCH_SIZE)
     indices = np.asarray(indices, dtype=np.int64)
     order = np.argsort(-cache.lengths(indices), kind="stable")
     out: Tensor | None = None

@@ -134,3 +134,18 @@ def test_evaluator_equals_brute_force_on_sentence_transformers_embeddings(model)
     expected = ranking_metrics(brute_top_k(q, c, 10), relevant, ks=(1, 5))
     assert metrics == pytest.approx(expected)
     assert list(metrics) == ["recall@1", "recall@5", "mrr@10", "ndcg@10"]
+
+
+def test_encode_on_cpu_uses_small_batches(model):
+    texts = [f"pain {'of the arm ' * (i % 5)}{i}" for i in range(70)]
+    cache = TokenCache.build(model.tokenizer, texts, 64)
+    sizes: list[int] = []
+    handle = model[0].register_forward_pre_hook(lambda module, args: sizes.append(args[0]["input_ids"].shape[0]))
+    try:
+        encode(model, cache, range(70), batch_size=256)
+        assert sizes == [32, 32, 6]  # 256 is slower on CPU
+        sizes.clear()
+        encode(model, cache, range(70), batch_size=20)
+        assert sizes == [20, 20, 20, 10]
+    finally:
+        handle.remove()
