@@ -231,8 +231,8 @@ class EvaluationConfig(Section):
 
     def validate(self, *, file, lines, prefix):
         name, _, k = self.metric.partition("@")
-        ok = name in ("recall", "mrr", "ndcg") and k.isdigit()
-        if not ok or (name == "recall" and int(k) not in self.k):
+        ok = (name == "recall" and k.isdigit() and int(k) in self.k) or self.metric in ("mrr@10", "ndcg@10")
+        if not ok:
             raise AutoembedError(
                 f"must be recall@K with K in k={list(self.k)}, or mrr@10 / ndcg@10, got {self.metric!r}",
                 file=file,

@@ -190,6 +190,24 @@ def train(
     reporter: Reporter | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
+    """Fine-tune the model ``config`` describes; evaluate every ``evaluation.every_steps`` and at the end.
+
+    ``training.threads`` applies to this run only: the caller's torch thread count is restored after.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, prepared=prepared, reporter=reporter, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: TrialConfig,
+    *,
+    prepared: Prepared | None = None,
+    reporter: Reporter | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
     """Fine-tune the model ``config`` describes; evaluate every ``evaluation.every_steps`` and at the end."""
     started = time.perf_counter()
     reporter = reporter or NullReporter()
