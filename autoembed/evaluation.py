@@ -64,7 +64,7 @@ class TokenCache:
         width = int(lengths.max())
         input_ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(indices), width), dtype=np.int64)
-        for row, (i, n) in enumerate(zip(indices, lengths)):
+        for row, (i, n) in enumerate(zip(indices, lengths, strict=True)):
             start = self.offsets[i]
             input_ids[row, :n] = self.ids[start : start + n]
             mask[row, :n] = 1
@@ -124,7 +124,7 @@ def ranking_metrics(ranked: Tensor, relevant: Sequence[frozenset[int]], ks: Sequ
     n = len(relevant)
     recall = {k: 0.0 for k in ks}
     mrr = ndcg = 0.0
-    for row, rel in zip(ranked.tolist(), relevant):
+    for row, rel in zip(ranked.tolist(), relevant, strict=True):
         hits = [doc in rel for doc in row]
         for k in ks:
             recall[k] += sum(hits[:k]) / len(rel)

@@ -73,11 +73,10 @@ def make_toy_data(folder: Path, *, n_docs: int = 24, queries_per_doc: int = 3, s
     rows = []
     for doc in docs:
         words = doc["text"].split()
-        for q in range(queries_per_doc):
+        for _ in range(queries_per_doc):
             kept = rng.sample(words, 2)
             rows.append({"query": " ".join(kept + [rng.choice(WORDS[48:])]), "positive": doc["text"], "doc_id": doc["_id"]})
     rng.shuffle(rows)
-    cut = len(rows) * 3 // 4
     paths = {"corpus": folder / "corpus.jsonl", "train": folder / "train.jsonl", "val": folder / "val.jsonl"}
     paths["corpus"].write_text("".join(json.dumps(d) + "\n" for d in docs))
     train_docs = {d["_id"] for d in docs[: n_docs * 3 // 4]}
