@@ -289,19 +289,11 @@ class TrialConfig:
         provenance = data.get("provenance")
         if provenance is not None and not isinstance(provenance, dict):
             raise AutoembedError("must be a mapping", file=file, line=lines.get("provenance"), key="provenance")
-        config = cls(model=model, provenance=_unlocate(provenance), **sections)
-        config.resolve_paths(Path(file).parent if file else None)
-        return config
+        return cls(model=model, provenance=_unlocate(provenance), **sections)
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> TrialConfig:
         return cls.from_dict(load_yaml(path))
-
-    def resolve_paths(self, base: Path | None) -> None:
-        """Data paths in a file are relative to the current directory; nothing to do today.
-
-        Kept as one place to change if recipes ever move with their data.
-        """
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}

@@ -76,7 +76,6 @@ class StudySearcher(Searcher):
     def __init__(self, coordinator):
         super().__init__(metric=None, mode="max")
         self.coordinator = coordinator
-        self.last: dict[str, dict] = {}
 
     def suggest(self, trial_id: str):
         c = self.coordinator

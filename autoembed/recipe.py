@@ -126,13 +126,11 @@ def train_recipe(path: str | Path, output: str | Path, *, allow_changed_data: bo
         seeded = config.replace(**{"training.seed": config.training.seed + i})
         with _progress(console, f"seed {seeded.training.seed}") as progress:
             values.append(train(seeded, progress=progress).value)
-    extra: dict[str, Any] = {}
-
     def card(metrics: dict[str, Any]) -> str:
         return model_card(config, metrics)
 
     with _progress(console, f"training seed {config.training.seed}") as progress:
-        result = train_to_folder(config, output, progress=progress, card=card, extra=extra, seed_values=values)
+        result = train_to_folder(config, output, progress=progress, card=card, seed_values=values)
     summary = dict(result.record)
     if changes:
         summary["data_changes"] = changes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,10 +42,6 @@ def save_model(model, folder: Path, *, metrics: dict[str, Any], card: str | None
     atomic_write_json(folder / "metrics.json", metrics)
     if card is not None:
         (folder / "README.md").write_text(card, encoding="utf-8")
-
-
-def read_metrics(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "metrics.json").read_text())
 
 
 def metrics_record(result, config) -> dict[str, Any]:

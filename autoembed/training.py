@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from autoembed.config import TrialConfig
@@ -56,9 +55,6 @@ class Prepared:
     cache: TokenCache
     info: BackboneInfo
     key: tuple
-
-    def nbytes(self) -> int:
-        return int(self.cache.ids.nbytes + self.cache.offsets.nbytes)
 
 
 def prepare_key(config: TrialConfig) -> tuple:
@@ -305,11 +301,3 @@ def _train(
         stopped=stopped,
         model=model,
     )
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
