@@ -162,6 +162,9 @@ class DataConfig(Section):
     val_fraction: float = _f(0.1, Rule(FLOAT, 0.0, 0.9, low_open=True))
     split_seed: int = _f(0, Rule(INT))
     max_seq_length: int = _f(128, Rule(INT, 8, 8192))
+    # mined negatives per training row: the base model ranks the corpus (else the training positives) for each
+    # query, and the n highest-ranked texts that are not its positives join that row (autoembed/mining.py)
+    hard_negatives: int = _f(0, Rule(INT, 0, 64))
 
     def validate(self, *, file, lines, prefix):
         if not self.train:
@@ -227,6 +230,9 @@ class EvaluationConfig(Section):
     max_queries: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     max_corpus: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     sample_seed: int = _f(0, Rule(INT))
+    # with max_corpus: each sampled query's N nearest documents by the base model join the sample before the random
+    # fill, so validation measures what the test against the whole corpus does (autoembed/mining.py)
+    hard_distractors: int = _f(0, Rule(INT, 0, 1000))
     batch_size: int = _f(256, Rule(INT, 1, 65536))
 
     def validate(self, *, file, lines, prefix):

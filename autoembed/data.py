@@ -16,7 +16,7 @@ import csv
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,13 +246,18 @@ def retrieval_task(
     max_queries: int | None = None,
     max_corpus: int | None = None,
     seed: int = 0,
+    distractors: int = 0,
+    nearest: Callable[[list[str], list[str], int], list[list[int]]] | None = None,
 ) -> RetrievalTask:
     """Build the retrieval task that validation measures.
 
     Queries are the anchors of rows with a positive (labeled pairs count when label is 1). Relevant documents
     are the row's ``doc_id`` in the corpus, or else its positive text. Without a corpus, the corpus is every
     distinct positive (``extra_documents`` add distractors). ``max_queries`` and ``max_corpus`` take a seeded
-    sample, the same for every trial; the sampled queries' relevant documents are always kept.
+    sample, the same for every trial; the sampled queries' relevant documents are always kept. With
+    ``distractors`` and ``nearest`` (``nearest(queries, documents, n)`` -> each query's n best document indices),
+    each sampled query's ``distractors`` nearest other documents are kept next, rank by rank, before the random
+    fill (autoembed/mining.py says why).
     """
     rows = [ex for ex in examples if ex.label is None or ex.label == 1]
     # a positive that is a corpus text is that document: adding it again would make a tie with a non-relevant copy
@@ -291,8 +296,16 @@ def retrieval_task(
     if max_corpus is not None and len(doc_keys) > max_corpus:
         needed = {k for q in queries for k in query_rel[q]}
         others = [k for k in doc_keys if k not in needed]
-        room = max(0, max_corpus - len(needed))
-        keep = needed | set(random.Random(seed + 1).sample(others, min(room, len(others))))
+        keep = set(needed)
+        if distractors and nearest is not None:
+            ranked = nearest(queries, [doc_text[k] for k in others], distractors)
+            for rank in range(distractors):
+                for row in ranked:
+                    if len(keep) < max_corpus and rank < len(row):
+                        keep.add(others[row[rank]])
+        rest = [k for k in others if k not in keep]
+        room = max(0, max_corpus - len(keep))
+        keep |= set(random.Random(seed + 1).sample(rest, min(room, len(rest))))
         doc_keys = [k for k in doc_keys if k in keep]
     index = {k: i for i, k in enumerate(doc_keys)}
     relevant = [frozenset(index[k] for k in query_rel[q]) for q in queries]

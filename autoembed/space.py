@@ -78,6 +78,7 @@ DEFAULT_TARGETS: dict[str, str] = {
     "epochs": "training.epochs",
     "max_steps": "training.max_steps",
     "freeze_layers": "training.freeze_layers",
+    "hard_negatives": "data.hard_negatives",
 }
 
 HEADS_KEY = "architecture.attention_heads"
@@ -288,6 +289,21 @@ class SearchSpace:
                 trial.set_user_attr("clamped", {OUTPUT_DIM_KEY: {"sampled": arch.output_dim, "effective": width}})
                 config = config.replace(**{OUTPUT_DIM_KEY: width})
         return config
+
+    def largest(self, target: str) -> Any:
+        """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
+        values = [self.fixed[target]] if target in self.fixed else []
+        for p in self.params.values():
+            if p.target != target:
+                continue
+            if p.type == "fixed":
+                values.append(p.value)
+            elif p.choices is not None:
+                values.extend(c for c in p.choices if c is not None)
+            else:
+                values.append(p.high)
+        values = [v for v in values if v is not None]
+        return max(values) if values else None
 
     def starting_params(self, *, hidden_size: int) -> list[dict[str, Any]]:
         """The starting points as Optuna param dicts for ``study.enqueue_trial``, in file order.

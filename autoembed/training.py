@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from autoembed.config import TrialConfig
@@ -20,7 +21,15 @@ from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrie
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
 from autoembed.losses import Batch, compute_loss
-from autoembed.model import BackboneInfo, backbone_info, build_model, freeze_lowest_layers, parameter_groups
+from autoembed.mining import BaseEmbeddings, mine_hard_negatives, mining_pool
+from autoembed.model import (
+    BackboneInfo,
+    backbone_info,
+    build_model,
+    freeze_lowest_layers,
+    load_encoder,
+    parameter_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +64,37 @@ class Prepared:
     cache: TokenCache
     info: BackboneInfo
     key: tuple
+    # query text -> mined negatives, hardest first, ``mined`` of them at most (autoembed/mining.py)
+    negatives: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    mined: int = 0
 
 
 def prepare_key(config: TrialConfig) -> tuple:
     d, e = config.data, config.evaluation
-    return (config.model, d.train, d.val, d.corpus, d.val_fraction, d.split_seed, d.max_seq_length, e.max_queries, e.max_corpus, e.sample_seed)
+    return (
+        config.model, d.train, d.val, d.corpus, d.val_fraction, d.split_seed, d.max_seq_length,
+        e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors,
+    )
 
 
-def prepare(config: TrialConfig) -> Prepared:
-    """Read the data, build the validation task and tokenize every text once."""
+def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
+    """Read the data, build the validation task and tokenize every text once.
+
+    With ``data.hard_negatives`` (or ``mine``, the most any trial of a search may ask for) above 0, the base
+    model mines that many negatives per training query, once, for every trial that shares this.
+    """
     from transformers import AutoTokenizer
 
     info = backbone_info(config.model)
     d, e = config.data, config.evaluation
     dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed)
     _check_kinds(dataset.train, config)
+    tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
+    depth = max(d.hard_negatives, mine)
+    base = None
+    if depth or (e.hard_distractors and e.max_corpus):
+        encoder = load_encoder(config.model, device=resolve_device(config.training.device))
+        base = BaseEmbeddings(encoder, tokenizer, d.max_seq_length)
     task = retrieval_task(
         dataset.val,
         dataset.corpus,
@@ -77,19 +102,27 @@ def prepare(config: TrialConfig) -> Prepared:
         max_queries=e.max_queries,
         max_corpus=e.max_corpus,
         seed=e.sample_seed,
+        distractors=e.hard_distractors,
+        nearest=base.nearest if base is not None else None,
     )
     if not task.queries:
         raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
-    tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
     texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
-    cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus], d.max_seq_length)
-    return Prepared(dataset, task, cache, info, prepare_key(config))
+    pool = mining_pool(dataset.train, dataset.corpus) if depth else []
+    negatives = mine_hard_negatives(base, dataset.train, pool, depth) if depth else {}
+    if base is not None:
+        log.info("base model encoded %d texts in %.1f s for mining and the validation sample", len(base.rows), base.seconds)
+    mined_texts = {t for negs in negatives.values() for t in negs}
+    cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus, *sorted(mined_texts)], d.max_seq_length)
+    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth)
 
 
 def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
     labeled = sum(ex.label is not None for ex in examples)
     if labeled and labeled != len(examples):
         raise AutoembedError("training file mixes labeled pairs (text1/text2/label) with other rows", file=config.data.train)
+    if labeled and config.data.hard_negatives:
+        raise AutoembedError("labeled pairs (text1/text2/label) cannot take mined negatives; set data.hard_negatives to 0", key="data.hard_negatives")
     if labeled and config.loss.type != "contrastive":
         raise AutoembedError(
             f"labeled pairs (text1/text2/label) train with loss.type 'contrastive', got {config.loss.type!r}", key="loss.type"
@@ -175,8 +208,21 @@ def _batches(examples: list[Example], batch_size: int, seed: int):
         epoch += 1
 
 
-def _embed(model, cache: TokenCache, idx: list[int], device) -> torch.Tensor:
-    return model(cache.features(idx, device))["sentence_embedding"]
+# On CPU a training batch is encoded in length-sorted pieces of this many texts, each padded to its own longest
+# text: the batch (and so its in-batch negatives and its loss) is unchanged, but far fewer pad tokens are computed
+# (ICD-10 texts average 12 tokens, while a random batch of 128 pads to about 31). CUDA encodes the batch whole.
+CPU_PIECE = 32
+
+
+def _embed(model, cache: TokenCache, idx: list[int], device: torch.device) -> torch.Tensor:
+    if device.type != "cpu" or len(idx) <= CPU_PIECE:
+        return model(cache.features(idx, device))["sentence_embedding"]
+    order = np.argsort(-cache.lengths(idx), kind="stable")
+    pieces = [
+        model(cache.features([idx[r] for r in order[start : start + CPU_PIECE]], device))["sentence_embedding"]
+        for start in range(0, len(order), CPU_PIECE)
+    ]
+    return torch.cat(pieces)[torch.from_numpy(np.argsort(order, kind="stable")).to(device)]
 
 
 def train(
@@ -210,7 +256,7 @@ def _train(
     t = config.training
     if t.threads:
         torch.set_num_threads(t.threads)
-    if prepared is None or prepared.key != prepare_key(config):
+    if prepared is None or prepared.key != prepare_key(config) or prepared.mined < config.data.hard_negatives:
         prepared = prepare(config)
     device = resolve_device(t.device)
     cache, train_rows = prepared.cache, prepared.dataset.train
@@ -234,6 +280,12 @@ def _train(
         log.warning("training.precision %s applies on CUDA only; training in fp32 on %s", t.precision, device)
 
     index = cache.index
+    n_mined = config.data.hard_negatives
+    mined = prepared.negatives if n_mined else {}
+
+    def negatives(ex: Example) -> tuple[str, ...]:
+        return ex.negatives + mined[ex.anchor][:n_mined] if mined else ex.negatives
+
     reporter.start(total)
     torch.manual_seed(t.seed)
     history: list[tuple[int, dict[str, float]]] = []
@@ -247,8 +299,9 @@ def _train(
         examples = [train_rows[r] for r in rows]
         a_idx = [index[ex.anchor] for ex in examples]
         p_idx = [index[ex.positive] for ex in examples]
-        n_idx = [index[n] for ex in examples for n in ex.negatives]
-        owner = [i for i, ex in enumerate(examples) for _ in ex.negatives]
+        row_negs = [negatives(ex) for ex in examples]
+        n_idx = [index[n] for negs in row_negs for n in negs]
+        owner = [i for i, negs in enumerate(row_negs) for _ in negs]
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             anchors = _embed(model, cache, a_idx, device)
             cands = _embed(model, cache, p_idx + n_idx, device)

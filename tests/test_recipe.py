@@ -25,6 +25,7 @@ params:
   margin: {type: float, low: 0.2, high: 0.6, when: {param: loss, in: [triplet]}}
   output_dim: {type: categorical, choices: [null, 16]}
   backbone_lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+  hard_negatives: {type: categorical, choices: [0, 1]}
 fixed:
   training.max_steps: 6
   training.batch_size: 8
@@ -79,6 +80,20 @@ def test_export_then_train_reproduces_the_trial_value(searched):
 
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["acute fever"]).shape[1] == (16 if best.params["output_dim"] == 16 else 32)
+
+
+def test_a_trial_with_mined_negatives_reproduces_from_its_recipe(searched, tmp_path):
+    root, url = searched
+    study = optuna.load_study(study_name="r", storage=url)
+    mined = [t for t in study.trials if t.params.get("hard_negatives") == 1]
+    assert mined, "the seeded search should sample hard_negatives 1 at least once"
+    trial = mined[0]
+    recipe = tmp_path / "mined.yaml"
+    export_recipe("r", url, recipe, trial_number=trial.number)
+    assert yaml.safe_load(recipe.read_text())["data"]["hard_negatives"] == 1
+    metrics = train_recipe(recipe, tmp_path / "model")
+    # training from the recipe mines the same negatives again: the same value, to the bit
+    assert metrics["mrr@10"] == trial.value
 
 
 def test_export_a_named_trial_and_refuse_a_missing_one(searched):

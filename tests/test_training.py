@@ -293,3 +293,33 @@ def test_prepare_tokenizes_every_text_once(tiny_model, toy_data):
     )
     assert needed <= set(texts)
     assert isinstance(prepared.cache, TokenCache)
+
+
+def test_cpu_pieces_encode_a_batch_like_the_whole_batch(tiny_model, toy_data):
+    from transformers import AutoTokenizer
+
+    from autoembed.training import CPU_PIECE, _embed
+
+    config = toy_config(tiny_model, toy_data)
+    texts = [" ".join(WORDS[(i * 7) % 16 : (i * 7) % 16 + 1 + i % 9] * (1 + i % 3)) + f" {i}" for i in range(80)]
+    cache = TokenCache.build(AutoTokenizer.from_pretrained(str(tiny_model)), texts, 64)
+    model = build_model(config)
+    model.eval()  # no dropout, so the two encodings must agree
+    idx = [cache.index[t] for t in texts]
+    assert len(idx) > 2 * CPU_PIECE and len(set(cache.lengths(idx))) > 5
+    pieces = _embed(model, cache, idx, torch.device("cpu"))
+    whole = model(cache.features(idx, "cpu"))["sentence_embedding"]
+    assert pieces.shape == whole.shape
+    assert torch.allclose(pieces, whole, atol=1e-5)  # same rows, same order: only the padding differs
+    # and the gradients through the pieces are the whole batch's
+    direction = torch.randn(whole.shape, generator=torch.Generator().manual_seed(0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    via_pieces = torch.autograd.grad((pieces * direction).sum(), params, allow_unused=True)
+    via_whole = torch.autograd.grad((whole * direction).sum(), params, allow_unused=True)
+    compared = 0
+    for a, b in zip(via_pieces, via_whole, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-4)
+            compared += 1
+    assert compared > 10
