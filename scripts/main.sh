@@ -8,7 +8,8 @@ python -m pip install -q -e '.[examples]'
 study=icd10-minilm
 out=studies/$study
 python -m autoembed.examples.icd10 -o data/icd10
-autoembed search studies/$study.yaml
+# extra search flags, e.g. SEARCH_ARGS="--timeout 300" for a shorter search (the study's own is 20 minutes)
+autoembed search studies/$study.yaml ${SEARCH_ARGS:-}
 autoembed export $study -o $out/recipe.yaml
 autoembed train $out/recipe.yaml -o $out/model
 autoembed evaluate $out/model --queries data/icd10/test.jsonl --corpus data/icd10/corpus.jsonl --json > $out/test_metrics.json
