@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -70,9 +71,17 @@ class Prepared:
 
 
 def prepare_key(config: TrialConfig) -> tuple:
+    """What a :class:`Prepared` depends on. Paths count resolved: the search prepares once in the driver with the
+    paths as the user gave them, and Ray workers get them absolute (their cwd differs); both must match, or every
+    trial would read, tokenize and encode everything again."""
     d, e = config.data, config.evaluation
+
+    def where(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path else path
+
+    model = config.model if config.model.startswith("package:") else where(config.model)
     return (
-        config.model, d.train, d.val, d.corpus, d.val_fraction, d.split_seed, d.max_seq_length,
+        model, where(d.train), where(d.val), where(d.corpus), d.val_fraction, d.split_seed, d.max_seq_length,
         e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors,
     )
 
@@ -257,6 +266,8 @@ def _train(
     if t.threads:
         torch.set_num_threads(t.threads)
     if prepared is None or prepared.key != prepare_key(config) or prepared.mined < config.data.hard_negatives:
+        if prepared is not None:
+            log.warning("the shared data does not fit this config (its data, validation or mining differ); preparing again")
         prepared = prepare(config)
     device = resolve_device(t.device)
     cache, train_rows = prepared.cache, prepared.dataset.train

@@ -323,3 +323,15 @@ def test_cpu_pieces_encode_a_batch_like_the_whole_batch(tiny_model, toy_data):
             assert torch.allclose(a, b, atol=1e-4)
             compared += 1
     assert compared > 10
+
+
+def test_the_preparation_key_is_the_same_for_relative_and_absolute_paths(tiny_model, toy_data, monkeypatch):
+    """The search prepares in the driver with the user's paths; Ray workers get them absolute: one key."""
+    from autoembed.raytune import absolute_paths
+    from autoembed.training import prepare_key
+
+    monkeypatch.chdir(Path(toy_data["train"]).parent)
+    config = toy_config(tiny_model, toy_data).replace(**{"data.train": "train.jsonl", "data.val": "val.jsonl", "data.corpus": "corpus.jsonl"})
+    assert absolute_paths(config).data.train != config.data.train
+    assert prepare_key(absolute_paths(config)) == prepare_key(config)
+    assert prepare_key(config.replace(**{"data.val": "train.jsonl"})) != prepare_key(config)
