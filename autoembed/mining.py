@@ -35,7 +35,7 @@ class BaseEmbeddings:
         self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
         self.device, self.batch_size = device, batch_size
         self.rows: dict[str, int] = {}
-        self.blocks: list[Tensor] = []
+        self.vectors: Tensor | None = None
         self.seconds = 0.0
 
     def __call__(self, texts: Sequence[str]) -> Tensor:
@@ -46,10 +46,9 @@ class BaseEmbeddings:
             block = encode(self.encoder, cache, [cache.index[t] for t in missing], batch_size=self.batch_size, device=self.device)
             start = len(self.rows)
             self.rows.update((t, start + i) for i, t in enumerate(missing))
-            self.blocks.append(block)
-            self.blocks = [torch.cat(self.blocks)]
+            self.vectors = block if self.vectors is None else torch.cat([self.vectors, block])
             self.seconds += time.perf_counter() - started
-        return self.blocks[0][torch.tensor([self.rows[t] for t in texts], dtype=torch.long)]
+        return self.vectors[torch.tensor([self.rows[t] for t in texts], dtype=torch.long)]
 
     def nearest(self, queries: Sequence[str], documents: Sequence[str], n: int) -> list[list[int]]:
         """For each query, the indices of the ``n`` documents the base model ranks highest, best first."""

