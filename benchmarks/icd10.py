@@ -6,7 +6,9 @@ pick in the same trainer; autoembed search (the given budget) -> exported recipe
 same autoembed budget with pruning off (best validation value reached, trial-seconds spent). The autoembed
 rows run the same commands as the README's main job.
 
-    python benchmarks/icd10.py --budget-minutes 20 [--skip-baselines] [--skip-no-pruning]
+    python benchmarks/icd10.py --budget-minutes 20 [--skip-baselines] [--skip-pruned] [--skip-no-pruning]
+
+A skipped row keeps the value an earlier run wrote to results.json on the same split, marked as such.
 
 Prints a markdown table and writes benchmarks/results/icd10/results.json.
 """
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=20.0, help="autoembed search budget (--timeout)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icd10"))
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-pruned", action="store_true", help="do not rerun the autoembed row with pruning on")
     parser.add_argument("--skip-no-pruning", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -93,10 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build_icd10(DATA)
     results: dict[str, dict] = {}
     results_file = out / "results.json"
-    if args.skip_baselines and results_file.is_file():
-        # keep the baseline rows an earlier run measured on this split (they are marked as such)
+    pruned_label, unpruned_label = "autoembed (search -> recipe -> train)", "autoembed, pruning off"
+    skipped = {pruned_label: args.skip_pruned, unpruned_label: args.skip_no_pruning}
+    if results_file.is_file():
+        # keep the rows an earlier run measured on this split that this run skips (they are marked as such)
         earlier = json.loads(results_file.read_text())["rows"]
-        results = {k: v | {"earlier_run": True} for k, v in earlier.items() if not k.startswith("autoembed")}
+        results = {
+            k: v | {"earlier_run": True}
+            for k, v in earlier.items()
+            if skipped.get(k, args.skip_baselines)
+        }
 
     def save() -> None:
         results_file.write_text(json.dumps({"manifest_counts": manifest.get("counts"), "rows": results}, indent=2, default=str))
@@ -117,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = evaluate(str(folder), out, log) | {"wall_seconds": trained["seconds"]}
             save()
     budget = args.budget_minutes * 60
-    results["autoembed (search -> recipe -> train)"] = autoembed_row("bench-pruned", budget, out, log)
-    save()
+    if not args.skip_pruned:
+        results[pruned_label] = autoembed_row("bench-pruned", budget, out, log)
+        save()
     if not args.skip_no_pruning:
         space = out / "icd10-no-pruning.yaml"
         text = (ROOT / "search_spaces" / "icd10.yaml").read_text()
         lines = [("pruner: {type: none}" if line.startswith("pruner:") else line) for line in text.splitlines()]
         space.write_text("\n".join(lines) + "\n")
-        results["autoembed, pruning off"] = autoembed_row("bench-no-pruning", budget, out, log, space=space)
+        results[unpruned_label] = autoembed_row("bench-no-pruning", budget, out, log, space=space)
         save()
     _print_table(results)
     print(f"\nresults: {results_file}")
@@ -143,12 +153,14 @@ def _print_table(results: dict[str, dict]) -> None:
     print("|---|---|---|---|---|---|---|")
     for label, row in results.items():
         ratio = f"{row['recall@10'] / base:.3f}" if base else "-"
-        notes = "measured by an earlier run of this script" if row.get("earlier_run") else ""
+        notes = ""
         if "counts" in row:
             notes = (
                 f"trials {row['counts']}, best val {row['best_validation']:.4f}, trial-seconds {row['trial_seconds']:.0f}, "
                 f"search {row['search_wall_seconds']:.0f}s + final train {row['final_train_seconds']:.0f}s, overhead {row['overhead']:.1%}"
             )
+        if row.get("earlier_run"):
+            notes = "; ".join(filter(None, ["measured by an earlier run of this script", notes]))
         print(f"| {label} | {row['recall@1']:.3f} | {row['recall@10']:.3f} | {row['mrr@10']:.3f} | {ratio} | {row['wall_seconds']:.0f} | {notes} |")
 
 
