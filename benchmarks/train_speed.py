@@ -142,8 +142,6 @@ def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, 
     """Seconds per optimizer step of ``autoembed.training.train`` with infonce, after ``warmup_steps``."""
     import autoembed.training as training
     from autoembed.config import TrialConfig
-    from autoembed.training import train
-
 
     train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
     train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -170,7 +168,7 @@ def autoembed_steps_per_second(rows: list[dict], steps: int, warmup_steps: int, 
     saved = training.CPU_PIECE
     training.CPU_PIECE = saved if pieces else 10**9
     try:
-        train(config, progress=lambda step, total, loss: stamps.__setitem__(step, time.perf_counter()))
+        training.train(config, progress=lambda step, total, loss: stamps.__setitem__(step, time.perf_counter()))
     finally:
         training.CPU_PIECE = saved
     return (stamps[warmup_steps + steps] - stamps[warmup_steps]) / steps
