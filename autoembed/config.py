@@ -329,6 +329,36 @@ class TrialConfig:
         return getattr(getattr(self, section), name) if name else getattr(self, section)
 
 
+def projection_input(arch: ArchitectureConfig, hidden_size: int) -> int:
+    """The width the output projection reads: the adapter's when there is one, else the backbone's."""
+    return arch.adapter_width if arch.adapter_depth > 0 else hidden_size
+
+
+def embedding_dim(arch: ArchitectureConfig, hidden_size: int) -> int:
+    """The size of the embedding a config produces on a backbone of ``hidden_size``."""
+    return arch.output_dim if arch.output_dim is not None else projection_input(arch, hidden_size)
+
+
+def finalize(config: TrialConfig, *, hidden_size: int, threads: int | None = None) -> tuple[TrialConfig, dict[str, Any]]:
+    """The exact config a sampled one trains as, and what was changed to get there.
+
+    The one place where a sample is fitted to where it runs: a projection wider than its input is clamped to
+    that width (the search keeps its distribution fixed, so TPE sees a flat region rather than a resample), and
+    the trial's CPU thread count is pinned, since it changes float summation order. What this returns is what
+    the study stores on the trial and what the recipe carries.
+    """
+    updates: dict[str, Any] = {}
+    adjusted: dict[str, Any] = {}
+    arch = config.architecture
+    width = projection_input(arch, hidden_size)
+    if arch.output_dim is not None and arch.output_dim > width:
+        updates["architecture.output_dim"] = width
+        adjusted["architecture.output_dim"] = {"sampled": arch.output_dim, "effective": width}
+    if threads is not None:
+        updates["training.threads"] = int(threads)
+    return (config.replace(**updates) if updates else config), adjusted
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     section, _, name = key.partition(".")
     if not name:

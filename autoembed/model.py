@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from autoembed.config import projection_input
 from autoembed.errors import AutoembedError
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def build_model(config: TrialConfig, *, device: str | torch.device = "cpu", info
         modules.append(Dense(width, arch.adapter_width, activation_function=ACTIVATIONS[arch.adapter_activation]()))
         width = arch.adapter_width
     if arch.output_dim is not None:
-        if arch.output_dim > width:
+        if arch.output_dim > projection_input(arch, info.hidden_size):
             raise AutoembedError(
                 f"must be at most the projection's input width {width}, got {arch.output_dim}", key="architecture.output_dim"
             )
@@ -158,14 +159,6 @@ def build_model(config: TrialConfig, *, device: str | torch.device = "cpu", info
         modules.append(Normalize())
     model = SentenceTransformer(modules=modules, device=str(device))
     return model
-
-
-def output_dim(config: TrialConfig, hidden_size: int) -> int:
-    """The embedding size a config produces."""
-    arch = config.architecture
-    if arch.output_dim is not None:
-        return arch.output_dim
-    return arch.adapter_width if arch.adapter_depth > 0 else hidden_size
 
 
 def load_encoder(ref: str, *, device: str | torch.device = "cpu", max_seq_length: int | None = None) -> SentenceTransformer:

@@ -3,7 +3,8 @@
 :class:`StudySearcher` is Tune's search algorithm: Tune asks it for a config, it asks the Optuna study.
 :class:`PrunerScheduler` is Tune's scheduler: every result a trial reports goes onto its Optuna trial, and
 when Optuna's pruner says prune it returns ``STOP``, so Tune ends the trial at once and frees its slice.
-Both live in the driver and share the :class:`~autoembed.search.Coordinator`.
+Both live in the driver and share the :class:`~autoembed.trials.Coordinator`; :class:`RayExecutor` wires
+them into a Tuner.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -19,15 +21,14 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from autoembed.config import TrialConfig
 from autoembed.study import STUDIES_DIR, mask_url
+from autoembed.training import train
+from autoembed.trials import Coordinator, Executor, trial_failure, trial_outcome
 
 
 def _trainable(params: dict[str, Any], prepared=None) -> None:
     """One trial inside a Ray worker: train, report each evaluation, end with the outcome (or the failure)."""
-    from autoembed.config import TrialConfig
-    from autoembed.search import _failure, _outcome
-    from autoembed.training import train
-
     config = TrialConfig.from_dict(params["config"])
 
     class Reporter:
@@ -46,9 +47,9 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
     try:
         result = train(config, prepared=prepared, reporter=Reporter())
     except Exception as exc:  # the trial fails alone; the reason goes into the study
-        tune.report({"kind": "end", "outcome": {"fail_reason": _failure(exc), "train_seconds": time.perf_counter() - t0}})
+        tune.report({"kind": "end", "outcome": {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0}})
         return
-    tune.report({"kind": "end", "outcome": _outcome(result, config, params["hidden_size"])})
+    tune.report({"kind": "end", "outcome": trial_outcome(result, config, params["hidden_size"])})
 
 
 def _unflatten(result: dict) -> dict:
@@ -63,9 +64,7 @@ def _unflatten(result: dict) -> dict:
     return out
 
 
-def absolute_paths(config):
-    from pathlib import Path
-
+def absolute_paths(config: TrialConfig) -> TrialConfig:
     updates = {f"data.{role}": str(Path(getattr(config.data, role)).resolve()) for role in ("train", "val", "corpus") if getattr(config.data, role)}
     if not config.model.startswith("package:"):
         updates["model"] = str(Path(config.model).resolve())
@@ -73,7 +72,7 @@ def absolute_paths(config):
 
 
 class StudySearcher(Searcher):
-    def __init__(self, coordinator):
+    def __init__(self, coordinator: Coordinator):
         super().__init__(metric=None, mode="max")
         self.coordinator = coordinator
 
@@ -119,7 +118,7 @@ class StudySearcher(Searcher):
 
 
 class PrunerScheduler(FIFOScheduler):
-    def __init__(self, coordinator):
+    def __init__(self, coordinator: Coordinator):
         super().__init__()
         self.coordinator = coordinator
 
@@ -170,7 +169,16 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def run_ray(coordinator, prepared) -> None:
+class RayExecutor(Executor):
+    """Each trial a Ray Tune trial on its own slice; at most ``--workers`` at once."""
+
+    name = "ray"
+
+    def run(self, coordinator: Coordinator, prepared) -> None:
+        run_ray(coordinator, prepared)
+
+
+def run_ray(coordinator: Coordinator, prepared) -> None:
     options = coordinator.options
     ensure_ray(options.ray_address)
     resources = {"cpu": options.cpus(), "gpu": options.gpus_per_trial}
@@ -201,4 +209,4 @@ def run_ray(coordinator, prepared) -> None:
         tuner.fit()
 
 
-__all__ = ["PrunerScheduler", "StudySearcher", "ensure_ray", "run_ray"]
+__all__ = ["PrunerScheduler", "RayExecutor", "StudySearcher", "ensure_ray", "run_ray"]

@@ -6,58 +6,18 @@ to check that the data is the data the study measured on.
 
 from __future__ import annotations
 
-import platform
-import statistics
 from pathlib import Path
 from typing import Any
 
-from autoembed import __version__
+from optuna.trial import TrialState
+
 from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
-from autoembed.fileio import sha256_file
-
-
-def count_rows(path: str | Path) -> int:
-    path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        n = sum(1 for line in fh if line.strip())
-    return n - 1 if path.suffix.lower() == ".csv" else n
-
-
-def data_provenance(config: TrialConfig) -> dict[str, Any]:
-    out = {}
-    for role in ("train", "val", "corpus"):
-        path = getattr(config.data, role)
-        out[role] = None if path is None else {"path": path, "sha256": sha256_file(path), "rows": count_rows(path)}
-    return out
-
-
-def model_provenance(ref: str) -> dict[str, Any]:
-    from autoembed.model import resolve_model_path
-
-    path = resolve_model_path(ref)
-    weights = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
-    return {"ref": ref, "path": str(path), "sha256": {str(p.relative_to(path)): sha256_file(p) for p in weights}}
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"autoembed": __version__, "python": platform.python_version()}
-    for name in ("torch", "transformers", "sentence-transformers", "optuna", "ray"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def device_description(device: str = "auto") -> str:
-    import torch
-
-    if torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda"):
-        return f"cuda: {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+from autoembed.fileio import atomic_write_text, sha256_file
+from autoembed.provenance import data_provenance, device_description, model_provenance, versions
+from autoembed.runs import train_to_folder
+from autoembed.study import load_existing, mask_url
+from autoembed.training import train
 
 
 def check_data(config: TrialConfig, *, allow_changed: bool) -> list[str]:
@@ -113,9 +73,6 @@ def train_recipe(path: str | Path, output: str | Path, *, allow_changed_data: bo
     With ``seeds > 1`` the extra seeds train first and only their values are kept; the saved folder is the
     recipe's own seed, so it matches the study's trial.
     """
-    from autoembed.runs import train_to_folder
-    from autoembed.training import train
-
     config = TrialConfig.from_yaml_file(path)
     changes = check_data(config, allow_changed=allow_changed_data)
     for change in changes:
@@ -136,16 +93,6 @@ def train_recipe(path: str | Path, output: str | Path, *, allow_changed_data: bo
         summary["data_changes"] = changes
     summary["output"] = str(output)
     return summary
-
-
-def seed_summary(values: list[float], study_value: float | None) -> dict[str, Any]:
-    """What ``--seeds N`` adds to metrics.json: the spread over seeds next to the study's (biased) value."""
-    out: dict[str, Any] = {"seeds": {"n": len(values), "values": values, "mean": statistics.fmean(values)}}
-    out["seeds"]["std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    if study_value is not None:
-        out["study_value"] = study_value
-        out["study_value_minus_seed_mean"] = study_value - out["seeds"]["mean"]
-    return out
 
 
 def _say(console, text: str) -> None:
@@ -188,11 +135,6 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     The recipe pins ``training.max_steps`` to the step the trial's value was measured at (the trial's last
     evaluation, see :func:`autoembed.training.trial_value`), so training from it stops exactly there.
     """
-    from optuna.trial import TrialState
-
-    from autoembed.fileio import atomic_write_text
-    from autoembed.study import load_existing, mask_url
-
     study = load_existing(study_name, storage_url)
     trials = study.get_trials(deepcopy=False)
     if trial_number is None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from autoembed.errors import AutoembedError
 from autoembed.fileio import atomic_write_json
+from autoembed.training import train
 
 
 def replace_dir(staged: Path, target: Path) -> None:
@@ -44,6 +46,16 @@ def save_model(model, folder: Path, *, metrics: dict[str, Any], card: str | None
         (folder / "README.md").write_text(card, encoding="utf-8")
 
 
+def seed_summary(values: list[float], study_value: float | None) -> dict[str, Any]:
+    """What ``--seeds N`` adds to metrics.json: the spread over seeds next to the study's (biased) value."""
+    out: dict[str, Any] = {"seeds": {"n": len(values), "values": values, "mean": statistics.fmean(values)}}
+    out["seeds"]["std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if study_value is not None:
+        out["study_value"] = study_value
+        out["study_value_minus_seed_mean"] = study_value - out["seeds"]["mean"]
+    return out
+
+
 def metrics_record(result, config) -> dict[str, Any]:
     """metrics.json: the final validation metrics under their own keys, plus what they were measured on."""
     record: dict[str, Any] = dict(result.metrics)
@@ -60,9 +72,6 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
     ``card`` is a function of the final metrics record giving the README.md text. ``seed_values`` are the
     values of extra seeds trained before; with them metrics.json reports mean and spread.
     """
-    from autoembed.recipe import seed_summary
-    from autoembed.training import train
-
     result = train(config, progress=progress)
     staged = staging_dir(output)
     try:

@@ -46,7 +46,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_keys
+from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
 from autoembed.yamlio import load_yaml
 
@@ -82,7 +82,6 @@ DEFAULT_TARGETS: dict[str, str] = {
 }
 
 HEADS_KEY = "architecture.attention_heads"
-OUTPUT_DIM_KEY = "architecture.output_dim"
 
 TOP_KEYS = ("name", "metric", "params", "fixed", "pruner", "sampler", "starting_points")
 # Keys every param spec may have, then the keys of each type.
@@ -254,11 +253,14 @@ class SearchSpace:
         """Whether any param has a ``when``; TPE then samples the branches as separate groups."""
         return any(p.when is not None for p in self.params.values())
 
-    def sample(self, trial: optuna.trial.BaseTrial, base: TrialConfig, *, hidden_size: int) -> TrialConfig:
+    def sample(
+        self, trial: optuna.trial.BaseTrial, base: TrialConfig, *, hidden_size: int, threads: int | None = None
+    ) -> TrialConfig:
         """Suggest every active param on ``trial`` and return the validated config for it.
 
         Fixed values then sampled values are applied onto ``base`` (which gives model and data), then the
-        backbone constraints. Works with :class:`optuna.Trial` and :class:`optuna.trial.FixedTrial`.
+        backbone constraints, then :func:`autoembed.config.finalize` (the projection clamp, ``threads``), so what
+        this returns is exactly what trains. Works with :class:`optuna.Trial` and :class:`optuna.trial.FixedTrial`.
         """
         values: dict[str, Any] = {}
         updates: dict[str, Any] = dict(self.fixed)
@@ -282,12 +284,9 @@ class SearchSpace:
                 line=line,
                 key=key,
             )
-        if arch.output_dim is not None:
-            width = arch.adapter_width if arch.adapter_depth > 0 else hidden_size
-            if arch.output_dim > width:
-                # Clamp rather than resample: the distribution stays fixed, and TPE sees a flat region.
-                trial.set_user_attr("clamped", {OUTPUT_DIM_KEY: {"sampled": arch.output_dim, "effective": width}})
-                config = config.replace(**{OUTPUT_DIM_KEY: width})
+        config, adjusted = finalize(config, hidden_size=hidden_size, threads=threads)
+        if adjusted:
+            trial.set_user_attr("clamped", adjusted)
         return config
 
     def largest(self, target: str) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoembed.config import ArchitectureConfig, DataConfig, TrainingConfig, TrialConfig
+from autoembed.config import ArchitectureConfig, DataConfig, TrainingConfig, TrialConfig, embedding_dim
 from autoembed.errors import AutoembedError
 from autoembed.evaluation import TokenCache, encode
 from autoembed.model import (
@@ -18,7 +18,6 @@ from autoembed.model import (
     build_model,
     freeze_lowest_layers,
     load_encoder,
-    output_dim,
     parameter_groups,
     resolve_model_path,
 )
@@ -77,7 +76,7 @@ def test_head_shape(tiny_model, arch, dim, n_dense, n_dropout, normalized):
     assert kinds.count("Dropout") == n_dropout
     assert (kinds[-1] == "Normalize") is normalized
     emb = embed(model)
-    assert emb.shape == (len(TEXTS), dim) == (len(TEXTS), output_dim(config, 32))
+    assert emb.shape == (len(TEXTS), dim) == (len(TEXTS), embedding_dim(config.architecture, 32))
     norms = emb.norm(dim=1)
     if normalized:
         torch.testing.assert_close(norms, torch.ones(len(TEXTS)))

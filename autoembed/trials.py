@@ -1,0 +1,268 @@
+"""Running a study's trials: the coordinator in the driver, the trial outcome, and the executors' interface.
+
+:class:`Coordinator` is the driver's view of the running trials: it asks Optuna for each trial, samples its
+config, records every evaluation through a :class:`~autoembed.study.TrialRecorder` and asks the pruner. An
+:class:`Executor` decides where trials run: :class:`InlineExecutor` here (one after another, in this process),
+``RayExecutor`` in :mod:`autoembed.raytune` (Ray Tune trials on resource slices). Both feed the same
+coordinator, so both leave the same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import optuna
+from optuna.trial import TrialState
+
+from autoembed.config import TrialConfig, embedding_dim
+from autoembed.errors import AutoembedError
+from autoembed.progress import SearchDisplay
+from autoembed.space import SearchSpace
+from autoembed.study import TrialRecorder, default_storage, finished_count, mask_text, validate_study_name
+from autoembed.training import Prepared, train
+from autoembed.yamlio import load_yaml
+
+# the executors run_search can pick; each is an :class:`Executor` (``inline`` here, ``ray`` in raytune.py)
+EXECUTORS = ("ray", "inline")
+
+
+@dataclass
+class SearchOptions:
+    """Everything ``autoembed search`` takes; a study YAML may set the same keys as the flags."""
+
+    study: str
+    model: str | None = None
+    train: str | None = None
+    val: str | None = None
+    corpus: str | None = None
+    space: str = "search_spaces/default.yaml"
+    trials: int = 20
+    timeout: float | None = None
+    storage: str | None = None
+    workers: int = 1
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float | None = None
+    ray_address: str | None = None
+    executor: str = "ray"
+    seed: int = 0
+    base: dict[str, Any] = field(default_factory=dict)  # extra config keys, e.g. {"data": {"max_seq_length": 64}}
+    max_failures: int | None = None
+    config_file: str | None = None
+
+    @classmethod
+    def from_sources(cls, study_file: str | None, **flags: Any) -> SearchOptions:
+        """A study YAML (if given) overlaid by the command-line flags that were set."""
+        values: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "config_file"}
+        if study_file:
+            data = load_yaml(study_file)
+            for key, value in data.items():
+                name = key.replace("-", "_")
+                if name == "name":
+                    name = "study"
+                if name not in fields:
+                    raise AutoembedError(
+                        f"unknown key {key!r}; expected one of: {', '.join(['name', *fields])}", file=study_file, line=data.line_of(key), key=key
+                    )
+                values[name] = value
+            values["config_file"] = study_file
+        values.update({k: v for k, v in flags.items() if v is not None})
+        if not values.get("study"):
+            if study_file:
+                values["study"] = Path(study_file).stem
+            else:
+                raise AutoembedError("name the study: --study NAME (or a study YAML with a name)", key="study")
+        options = cls(**values)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        validate_study_name(self.study)
+        where = {"file": self.config_file} if self.config_file else {}
+        for name in ("model", "train"):
+            if not getattr(self, name):
+                raise AutoembedError(f"--{name} is required (or {name}: in the study YAML)", key=name, **where)
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise AutoembedError(f"must be an integer >= 1, got {self.trials!r}", key="trials", **where)
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise AutoembedError(f"must be an integer >= 1, got {self.workers!r}", key="workers", **where)
+        if self.executor not in EXECUTORS:
+            raise AutoembedError(f"must be one of {', '.join(EXECUTORS)}, got {self.executor!r}", key="executor", **where)
+        if self.timeout is not None and self.timeout <= 0:
+            raise AutoembedError(f"must be > 0 seconds, got {self.timeout!r}", key="timeout", **where)
+        if self.gpus_per_trial < 0 or (self.cpus_per_trial is not None and self.cpus_per_trial <= 0):
+            raise AutoembedError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0", key="resources", **where)
+        if not isinstance(self.base, dict):
+            raise AutoembedError("must be a mapping of config sections", key="base", **where)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.study)
+
+    def cpus(self) -> float:
+        if self.cpus_per_trial is not None:
+            return self.cpus_per_trial
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+
+
+class Coordinator:
+    """The driver's view of the running trials: Optuna trials, their recorders and the display."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, base: TrialConfig, options: SearchOptions, hidden_size: int, display: SearchDisplay):
+        self.study, self.space, self.base, self.options = study, space, base, options
+        self.hidden_size = hidden_size
+        self.display = display
+        self.recorders: dict[str, TrialRecorder] = {}
+        self.started = time.monotonic()
+        self.failures = 0
+        self.trial_seconds = 0.0
+        self.target = options.trials
+        self.max_failures = options.max_failures if options.max_failures is not None else max(5, options.trials)
+
+    def threads(self) -> int:
+        return max(1, int(self.options.cpus()))
+
+    def out_of_time(self) -> bool:
+        return self.options.timeout is not None and time.monotonic() - self.started >= self.options.timeout
+
+    def running(self) -> int:
+        return sum(not r.done for r in self.recorders.values())
+
+    def wants_more(self) -> bool:
+        return finished_count(self.study) + self.running() < self.target
+
+    def should_finish(self) -> bool:
+        return self.out_of_time() or self.failures >= self.max_failures or (not self.wants_more() and self.running() == 0)
+
+    def start_trial(self, key: str) -> tuple[TrialRecorder, TrialConfig] | None:
+        """Ask Optuna for a trial and sample its config; a config that cannot be built fails that trial alone."""
+        trial = self.study.ask()
+        try:
+            # sample() ends in config.finalize: what is stored on the trial is exactly what trains
+            config = self.space.sample(trial, self.base, hidden_size=self.hidden_size, threads=self.threads())
+        except AutoembedError as exc:
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", str(exc))
+            self.failures += 1
+            self.display.finished(trial.number, "FAIL", None, str(exc))
+            return None
+        recorder = TrialRecorder(self.study, trial, config, self.space.metric)
+        recorder.started_at = time.monotonic()
+        self.recorders[key] = recorder
+        self.display.started(trial.number, trial.params)
+        return recorder, config
+
+    def on_result(self, key: str, step: int, metrics: dict[str, float], total_steps: int) -> bool:
+        """Record an evaluation; True means stop the trial now."""
+        recorder = self.recorders[key]
+        if recorder.pruned or recorder.done:
+            return True
+        recorder.report(step, metrics)
+        self.display.progress(recorder.number, step, total_steps, metrics.get(self.space.metric))
+        # the last evaluation is the trial's value: it completes, whatever the pruner would say
+        return step < total_steps and recorder.should_prune()
+
+    def on_end(self, key: str, outcome: dict[str, Any]) -> None:
+        recorder = self.recorders.get(key)
+        if recorder is None or recorder.done:
+            return
+        seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
+        self.trial_seconds += seconds
+        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps") if k in outcome}
+        if outcome.get("fail_reason"):
+            self.failures += 1
+            state = recorder.fail(mask_text(str(outcome["fail_reason"]), self.options.storage_url), seconds=seconds)
+        else:
+            state = recorder.finish(
+                value=outcome.get("value"), step=outcome.get("value_step"), metrics=outcome.get("metrics"), seconds=seconds, extra=extra
+            )
+        self.display.finished(recorder.number, state.name, outcome.get("value"), outcome.get("fail_reason"))
+        self.display.best(self.study)
+
+    def abandon(self, reason: str) -> None:
+        for recorder in self.recorders.values():
+            if not recorder.done:
+                recorder.fail(reason)
+
+
+def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, Any]:
+    """What a finished training run sends back to the driver (from a Ray worker, or inline)."""
+    return {
+        "value": result.value,
+        "value_step": result.value_step,
+        "metrics": result.metrics,
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "total_steps": result.total_steps,
+        "embedding_dim": embedding_dim(config.architecture, hidden_size),
+    }
+
+
+def trial_failure(exc: BaseException) -> str:
+    """A failed trial's reason, as the study records it."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        text = "out of memory: " + text
+    return text
+
+
+class Executor(ABC):
+    """Runs the coordinator's trials somewhere until it says the search should finish."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, coordinator: Coordinator, prepared: Prepared) -> None:
+        """Start trials through ``coordinator.start_trial``, feed it results and ends, until ``should_finish``."""
+
+
+class _CallbackReporter:
+    """Training's reporter for the inline executor: evaluations go straight to the coordinator."""
+
+    def __init__(self, coordinator: Coordinator, key: str):
+        self.coordinator, self.key = coordinator, key
+        self.total = 0
+        self.stop = False
+
+    def start(self, total_steps: int) -> None:
+        self.total = total_steps
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        self.stop = self.coordinator.on_result(self.key, step, metrics, self.total)
+
+    def should_stop(self) -> bool:
+        return self.stop
+
+
+class InlineExecutor(Executor):
+    """Trials one after another in this process: for debugging, and as the reference the Ray run matches."""
+
+    name = "inline"
+
+    def run(self, coordinator: Coordinator, prepared: Prepared) -> None:
+        n = 0
+        while not coordinator.should_finish():
+            key = f"inline-{n}"
+            n += 1
+            started = coordinator.start_trial(key)
+            if started is None:
+                continue
+            recorder, config = started
+            reporter = _CallbackReporter(coordinator, key)
+            t0 = time.perf_counter()
+            try:
+                result = train(config, prepared=prepared, reporter=reporter)
+            except KeyboardInterrupt:
+                coordinator.abandon("interrupted by the user")
+                raise
+            except Exception as exc:  # a failing trial fails alone
+                coordinator.on_end(key, {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0})
+                continue
+            coordinator.on_end(key, trial_outcome(result, config, coordinator.hidden_size))
