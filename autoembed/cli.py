@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -91,20 +92,29 @@ def search(
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address; default: start a local Ray.")] = None,
     executor: Annotated[str | None, typer.Option("--executor", help="ray, or inline (in-process, sequential).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampler and training seed.")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", help="Folder for the study's own files; default: beside an SQLite study, else ./studies.")] = None,
 ) -> None:
     """Search for the best fine-tuning config: an Optuna study run with Ray Tune, pruned early."""
-    from autoembed.search import SearchOptions, run_search
+    from autoembed.search import SearchInterrupted, SearchOptions, run_search
 
     flags = dict(train=train, val=val, corpus=corpus, model=model, space=space, study=study, trials=trials, timeout=timeout,
                  storage=storage, workers=workers, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                 ray_address=ray_address, executor=executor, seed=seed)
+                 ray_address=ray_address, executor=executor, seed=seed, workdir=workdir)
     try:
-        options = SearchOptions.from_sources(str(study_file) if study_file else None, **flags)
-        result = run_search(options, console=console)
+        # stdout carries the result JSON alone: whatever a library prints meanwhile (Ray's "(raylet)" lines) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            options = SearchOptions.from_sources(str(study_file) if study_file else None, **flags)
+            result = run_search(options, console=console)
     except AutoembedError as exc:
         _fail(exc)
+    except SearchInterrupted as exc:
+        console.print(
+            f"interrupted by {exc.name}: {exc.failed} running trial(s) marked FAIL, finished trials kept; rerun to resume",
+            highlight=False,
+        )
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.print("interrupted: finished trials are kept; run the same command again to resume")
+        console.print("interrupted: finished trials are kept; rerun to resume", highlight=False)
         raise typer.Exit(130) from None
     console.print(
         f"study {result.study_name} in {result.storage}: {result.counts['COMPLETE']} complete, {result.counts['PRUNED']} pruned, "
@@ -184,15 +194,16 @@ def export(
 def dashboard(
     study: Annotated[str, typer.Argument(help="Study name.")],
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file; default studies/NAME/dashboard.html.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file; default NAME/dashboard.html beside an SQLite study, else studies/NAME/dashboard.html.")] = None,
 ) -> None:
     """Write one self-contained HTML dashboard of a study (works offline)."""
     from autoembed.dashboard import write_dashboard
-    from autoembed.study import STUDIES_DIR, default_storage
+    from autoembed.study import STUDIES_DIR, default_storage, storage_folder
 
-    target = output or STUDIES_DIR / study / "dashboard.html"
+    url = storage or default_storage(study)
+    target = output or (storage_folder(url) or STUDIES_DIR) / study / "dashboard.html"
     try:
-        path = write_dashboard(storage or default_storage(study), study, target)
+        path = write_dashboard(url, study, target)
     except AutoembedError as exc:
         _fail(exc)
     console.print(f"wrote {path}", highlight=False)

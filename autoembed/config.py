@@ -339,13 +339,16 @@ def embedding_dim(arch: ArchitectureConfig, hidden_size: int) -> int:
     return arch.output_dim if arch.output_dim is not None else projection_input(arch, hidden_size)
 
 
-def finalize(config: TrialConfig, *, hidden_size: int, threads: int | None = None) -> tuple[TrialConfig, dict[str, Any]]:
+def finalize(
+    config: TrialConfig, *, hidden_size: int, threads: int | None = None, gpus: float | None = None
+) -> tuple[TrialConfig, dict[str, Any]]:
     """The exact config a sampled one trains as, and what was changed to get there.
 
     The one place where a sample is fitted to where it runs: a projection wider than its input is clamped to
     that width (the search keeps its distribution fixed, so TPE sees a flat region rather than a resample), and
-    the trial's CPU thread count is pinned, since it changes float summation order. What this returns is what
-    the study stores on the trial and what the recipe carries.
+    the trial's CPU thread count is pinned, since it changes float summation order; and the device follows the
+    slice (``gpus`` > 0: CUDA, 0: the CPU, whatever the machine has), so ``device: auto`` never trains on a GPU
+    that nobody accounted for. What this returns is what the study stores on the trial and what the recipe carries.
     """
     updates: dict[str, Any] = {}
     adjusted: dict[str, Any] = {}
@@ -356,6 +359,8 @@ def finalize(config: TrialConfig, *, hidden_size: int, threads: int | None = Non
         adjusted["architecture.output_dim"] = {"sampled": arch.output_dim, "effective": width}
     if threads is not None:
         updates["training.threads"] = int(threads)
+    if gpus is not None and config.training.device == "auto":
+        updates["training.device"] = "cuda" if gpus > 0 else "cpu"
     return (config.replace(**updates) if updates else config), adjusted
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +24,17 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from autoembed.config import TrialConfig
-from autoembed.study import STUDIES_DIR, mask_url
+from autoembed.errors import AutoembedError
+from autoembed.progress import SearchDisplay
+from autoembed.study import mask_url
 from autoembed.training import train
-from autoembed.trials import Coordinator, Executor, trial_failure, trial_outcome
+from autoembed.trials import Coordinator, Executor, SearchOptions, trial_failure, trial_outcome
 
 
 def _trainable(params: dict[str, Any], prepared=None) -> None:
     """One trial inside a Ray worker: train, report each evaluation, end with the outcome (or the failure)."""
     config = TrialConfig.from_dict(params["config"])
+    where = _claim_slice(params.get("gpus") or 0.0)
 
     class Reporter:
         total = 0
@@ -47,9 +52,39 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
     try:
         result = train(config, prepared=prepared, reporter=Reporter())
     except Exception as exc:  # the trial fails alone; the reason goes into the study
-        tune.report({"kind": "end", "outcome": {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0}})
+        reason = trial_failure(exc)
+        if reason.startswith("out of memory") and where.get("memory_cap_gib"):
+            reason += f" (the trial's slice is {where['slice']:g} of the GPU: {where['memory_cap_gib']:.1f} GiB)"
+        tune.report({"kind": "end", "outcome": {"fail_reason": reason, "train_seconds": time.perf_counter() - t0, "where": where}})
         return
-    tune.report({"kind": "end", "outcome": trial_outcome(result, config, params["hidden_size"])})
+    outcome = trial_outcome(result, config, params["hidden_size"])
+    tune.report({"kind": "end", "outcome": {**outcome, "where": where}})
+
+
+def _claim_slice(gpus: float) -> dict[str, Any]:
+    """Fit this worker to its slice before the trial, and say where it runs (recorded on the trial).
+
+    A reused worker first releases the last trial's CUDA cache; a fractional GPU slice caps the process's share of
+    the card's memory, so a trial that outgrows its slice fails alone (CUDA out of memory) instead of starving the
+    trials that share the card.
+    """
+    import socket
+
+    import torch
+
+    where: dict[str, Any] = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(), "slice": gpus}
+    if gpus > 0 and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        props = torch.cuda.get_device_properties(0)
+        where["device"] = f"cuda: {props.name}"
+        where["memory_gib"] = round(props.total_memory / 2**30, 1)
+        if gpus < 1:
+            torch.cuda.set_per_process_memory_fraction(gpus, 0)
+            where["memory_cap_gib"] = round(gpus * props.total_memory / 2**30, 2)
+    else:
+        where["device"] = f"cpu: {torch.get_num_threads()} threads"
+    return where
 
 
 def _unflatten(result: dict) -> dict:
@@ -78,17 +113,16 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str):
         c = self.coordinator
-        if c.out_of_time() or c.failures >= c.max_failures:
-            return Searcher.FINISHED if c.running() == 0 else None
-        if not c.wants_more():
-            # a running trial may still fail and need replacing: wait until none runs
-            return Searcher.FINISHED if c.running() == 0 else None
+        if c.out_of_time() or c.failures >= c.max_failures or not c.wants_more():
+            # a running trial may still fail and need replacing, and an orphaned one of a dead driver may be failed
+            # by should_finish's sweep: wait until neither is possible
+            return Searcher.FINISHED if c.running() == 0 and c.should_finish() else None
         started = c.start_trial(trial_id)
         if started is None:
             return None
         _, config = started
         # workers may run elsewhere (another folder, another node): give them absolute paths
-        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_size}
+        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_size, "gpus": c.options.gpus_per_trial}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass
@@ -150,7 +184,9 @@ def ensure_ray(address: str | None, num_cpus: float | None = None) -> None:
 # Tune's console output is not ours: even at verbose=0 its default reporter prints an experiment box, the
 # results folder and a TensorBoard hint to stdout, where `autoembed search` writes its JSON. The legacy
 # reporter prints nothing at verbose=0. Tune's per-trial CSV/JSON/TensorBoard logs duplicate the study.
-_QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+# Tune's own SIGINT handler would end the run quietly and let `autoembed search` report success; the search
+# handles SIGINT and SIGTERM itself (search._stop_on_signals).
+_QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
 
 
 @contextlib.contextmanager
@@ -174,8 +210,36 @@ class RayExecutor(Executor):
 
     name = "ray"
 
+    def __init__(self) -> None:
+        self.started_ray = False
+
+    def check(self, options: SearchOptions, display: SearchDisplay) -> None:
+        if not ray.is_initialized():
+            display.note("starting Ray ..." if not options.ray_address else f"connecting to Ray at {options.ray_address} ...")
+            self.started_ray = True
+        ensure_ray(options.ray_address)
+        check_resources(options.cpus(), options.gpus_per_trial, ray.nodes())
+
     def run(self, coordinator: Coordinator, prepared) -> None:
         run_ray(coordinator, prepared)
+
+    def close(self) -> None:
+        # a Ray this search started goes with it: no raylet or worker outlives the search (nor its interruption)
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]]) -> None:
+    """Refuse a per-trial request that no alive node of the cluster can meet; Ray would wait for it forever."""
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive", n.get("alive", True))]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        return
+    have = ", ".join(sorted({f"{r.get('CPU', 0):g} CPUs and {r.get('GPU', 0):g} GPUs" for r in alive})) or "no alive node"
+    raise AutoembedError(
+        f"each trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but no Ray node has that much (nodes: {have}); "
+        "lower --cpus-per-trial / --gpus-per-trial or add a node",
+        key="resources",
+    )
 
 
 def run_ray(coordinator: Coordinator, prepared) -> None:
@@ -183,7 +247,10 @@ def run_ray(coordinator: Coordinator, prepared) -> None:
     ensure_ray(options.ray_address)
     resources = {"cpu": options.cpus(), "gpu": options.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(_trainable, prepared=prepared), resources)
-    storage = (STUDIES_DIR / "_ray" / options.study).resolve()
+    # Tune's experiment state duplicates the study: it lives in the study's workdir while the search runs, then goes
+    scratch_root = options.workdir_path / "_ray"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    storage = Path(tempfile.mkdtemp(dir=scratch_root, prefix=f"{options.study}-")).resolve()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -205,8 +272,13 @@ def run_ray(coordinator: Coordinator, prepared) -> None:
         ),
     )
     coordinator.display.note(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs; each trial gets {resources['cpu']:g} CPUs, {resources['gpu']:g} GPUs; study in {mask_url(options.storage_url)}")
-    with _quiet_tune():
-        tuner.fit()
+    try:
+        with _quiet_tune():
+            tuner.fit()
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            scratch_root.rmdir()  # only if empty: other drivers of the study may be using it
 
 
 __all__ = ["PrunerScheduler", "RayExecutor", "StudySearcher", "ensure_ray", "run_ray"]

@@ -155,7 +155,8 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     step = trial.user_attrs.get("value_step") or trial.last_step
     if step:
         config = config.replace(**{"training.max_steps": int(step)})
-    study_prov = study.user_attrs.get("provenance") or {}
+    # the trial's own driver's provenance (drivers and resumed runs of one study may differ), else the study's
+    study_prov = trial.user_attrs.get("provenance") or study.user_attrs.get("provenance") or {}
     config.provenance = {
         "base_model": study_prov.get("base_model") or model_provenance(config.model),
         "data": study_prov.get("data") or data_provenance(config),

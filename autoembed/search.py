@@ -10,7 +10,11 @@ All study writes happen in the driver, so workers need no database access and SQ
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,42 @@ from autoembed.study import fail_interrupted, finished_count, make_storage, mask
 from autoembed.training import prepare
 from autoembed.trials import Coordinator, Executor, InlineExecutor, SearchOptions
 
-__all__ = ["SearchOptions", "SearchResult", "run_search"]
+__all__ = ["SearchInterrupted", "SearchOptions", "SearchResult", "run_search"]
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the search; its running trials are marked FAIL, the finished ones kept.
+
+    A KeyboardInterrupt, so that no ``except Exception`` in training, Ray Tune or Optuna swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        self.failed = 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into :class:`SearchInterrupted`; ignore repeats while the search cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum, frame):
+        for s in caught:
+            signal.signal(s, signal.SIG_IGN)
+        raise SearchInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in caught}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -58,16 +97,16 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
     # its starting points would be resumed without them
     starting = space.starting_params(hidden_size=hidden_size)
     storage = make_storage(options.storage_url)
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    resumed = options.study in existing
-    study = optuna.create_study(
-        study_name=options.study,
-        storage=storage,
-        direction="maximize",
-        sampler=space.build_sampler(seed=options.seed, n_workers=options.workers),
-        pruner=space.build_pruner(),
-        load_if_exists=True,
-    )
+    sampler = space.build_sampler(seed=options.seed, n_workers=options.workers)
+    try:
+        # exactly one of several drivers started together creates the study, and only it enqueues the starting points
+        study = optuna.create_study(
+            study_name=options.study, storage=storage, direction="maximize", sampler=sampler, pruner=space.build_pruner()
+        )
+        resumed = False
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=options.study, storage=storage, sampler=sampler, pruner=space.build_pruner())
+        resumed = True
     objective = study.user_attrs.get("objective")
     if resumed and objective and objective != space.metric:
         raise AutoembedError(
@@ -81,21 +120,25 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
     return study, resumed
 
 
-def record_provenance(study: optuna.Study, options: SearchOptions, space: SearchSpace, base: TrialConfig) -> None:
-    study.set_user_attr(
-        "provenance",
-        {
-            "model": options.model,
-            "base_model": model_provenance(options.model),
-            "data": data_provenance(base),
-            "space": {"path": options.space, "name": space.name},
-            "storage": mask_url(options.storage_url),
-            "seed": options.seed,
-            "versions": versions(),
-            "device": device_description("cuda" if options.gpus_per_trial > 0 else "cpu"),
-        },
-    )
-    study.set_user_attr("space_summary", space.describe())
+def driver_provenance(options: SearchOptions, space: SearchSpace, base: TrialConfig) -> dict[str, Any]:
+    """What this driver searches with: base model and data hashes, space, seed, versions."""
+    return {
+        "model": options.model,
+        "base_model": model_provenance(options.model),
+        "data": data_provenance(base),
+        "space": {"path": options.space, "name": space.name},
+        "storage": mask_url(options.storage_url),
+        "seed": options.seed,
+        "versions": versions(),
+        "device": device_description("cuda" if options.gpus_per_trial > 0 else "cpu"),
+    }
+
+
+def record_provenance(study: optuna.Study, provenance: dict[str, Any], space: SearchSpace) -> None:
+    """The study keeps its first driver's provenance; every trial keeps its own driver's (see Coordinator)."""
+    if "provenance" not in study.user_attrs:
+        study.set_user_attr("provenance", provenance)
+        study.set_user_attr("space_summary", space.describe())
 
 
 def executor(name: str) -> Executor:
@@ -118,34 +161,54 @@ def _scratch_trial() -> optuna.Trial:
 
 
 def run_search(options: SearchOptions, *, console=None, live: bool = True) -> SearchResult:
-    """Run (or resume) the study until it holds ``options.trials`` finished trials or time runs out."""
+    """Run (or join, or resume) the study until it holds ``options.trials`` finished trials or time runs out.
+
+    SIGINT and SIGTERM raise :class:`SearchInterrupted` once this driver's running trials are marked FAIL.
+    """
+    with _stop_on_signals():
+        return _run_search(options, console=console, live=live)
+
+
+def _run_search(options: SearchOptions, *, console=None, live: bool = True) -> SearchResult:
     started = time.monotonic()
     space = SearchSpace.from_yaml_file(options.space)
     base = base_config(options, space.metric)
     info = backbone_info(options.model)
     display = SearchDisplay(console, options, live=live)
-    # data and sampling errors surface before the study exists: a study created by a failed start would be
-    # resumed later without its starting points
+    runner = executor(options.executor)
+    # a resource request no node can meet, bad data and bad samples all surface before the study exists: a study
+    # created by a failed start would be resumed later without its starting points
+    runner.check(options, display)
     display.note("reading data and tokenizing once for the whole study ...")
     probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
     prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0)
+    provenance = driver_provenance(options, space, base)
     study, resumed = open_study(options, space, info.hidden_size)
-    if resumed:
-        n_failed = fail_interrupted(study)
-        display.note(f"resuming study {options.study!r}: {finished_count(study)} finished trials kept" + (f", {n_failed} interrupted trials marked FAIL" if n_failed else ""))
-    record_provenance(study, options, space, base)
-    coordinator = Coordinator(study, space, base, options, info.hidden_size, display)
+    n_failed = fail_interrupted(study)
+    if resumed or n_failed:
+        display.note(
+            f"joining study {options.study!r}: {finished_count(study)} finished trials kept"
+            + (f", {n_failed} interrupted trials marked FAIL (their driver is gone)" if n_failed else "")
+        )
+    record_provenance(study, provenance, space)
+    coordinator = Coordinator(study, space, base, options, info.hidden_size, display, provenance=provenance)
     display.begin(study)
+    reason = "the search stopped before this trial ended"
     try:
         if finished_count(study) >= options.trials:
             display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
         else:
-            executor(options.executor).run(coordinator, prepared)
+            runner.run(coordinator, prepared)
+    except SearchInterrupted as exc:
+        reason = f"interrupted by {exc.name}; rerun the search to resume"
+        exc.failed = coordinator.running()
+        raise
     except KeyboardInterrupt:
-        coordinator.abandon("interrupted by the user")
+        reason = "interrupted by the user; rerun the search to resume"
         raise
     finally:
-        coordinator.abandon("the search stopped before this trial ended")
+        coordinator.close(reason)
+        runner.close()
         display.end()
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False):

@@ -254,7 +254,13 @@ class SearchSpace:
         return any(p.when is not None for p in self.params.values())
 
     def sample(
-        self, trial: optuna.trial.BaseTrial, base: TrialConfig, *, hidden_size: int, threads: int | None = None
+        self,
+        trial: optuna.trial.BaseTrial,
+        base: TrialConfig,
+        *,
+        hidden_size: int,
+        threads: int | None = None,
+        gpus: float | None = None,
     ) -> TrialConfig:
         """Suggest every active param on ``trial`` and return the validated config for it.
 
@@ -284,7 +290,7 @@ class SearchSpace:
                 line=line,
                 key=key,
             )
-        config, adjusted = finalize(config, hidden_size=hidden_size, threads=threads)
+        config, adjusted = finalize(config, hidden_size=hidden_size, threads=threads, gpus=gpus)
         if adjusted:
             trial.set_user_attr("clamped", adjusted)
         return config

@@ -7,8 +7,11 @@ so Ray and inline runs give the same records.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import re
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -19,7 +22,16 @@ from optuna.trial import TrialState
 from autoembed.errors import AutoembedError
 
 STUDIES_DIR = Path("studies")
-INTERRUPTED = "left RUNNING by an interrupted run; marked FAIL when the study resumed"
+INTERRUPTED = "left RUNNING by a driver that stopped sending heartbeats (killed or lost); marked FAIL by a later driver"
+# Every driver records a heartbeat for each trial it runs every HEARTBEAT_SECONDS; a RUNNING trial whose last
+# heartbeat is older than GRACE_SECONDS has lost its driver, and any driver of the study may mark it FAIL. A live
+# driver's trials are never touched, so any number of drivers can share one study.
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 60
+
+log = logging.getLogger(__name__)
+# Optuna warns that heartbeats are meant for Study.optimize; with ask/tell the driver records them itself (Heartbeat)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def default_storage(name: str) -> str:
@@ -55,12 +67,22 @@ def validate_study_name(name: str) -> str:
     return name
 
 
+def storage_folder(url: str) -> Path | None:
+    """The folder an SQLite study file lives in; None for a server database."""
+    return Path(url[len("sqlite:///") :]).parent if url.startswith("sqlite:///") else None
+
+
 def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's SQLAlchemy storage on ``url``; SQLite files get their folder created."""
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    """Optuna's SQLAlchemy storage on ``url``, with heartbeats; SQLite files get their folder created."""
+    folder = storage_folder(url)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+            )
     except Exception as exc:  # bad driver, unreachable server, bad credentials
         raise AutoembedError(f"cannot open study storage {mask_url(url)}: {mask_text(str(exc).splitlines()[0], url)}", key="storage") from None
 
@@ -83,19 +105,142 @@ def load_existing(name: str, url: str) -> optuna.Study:
         raise AutoembedError(f"no study {name!r} in {mask_url(url)}; it holds: {', '.join(names) or 'none'}", key="study") from None
 
 
-def fail_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a run that was killed can never finish: mark them FAIL, say why."""
+def _rdb(study: optuna.Study):
+    """The study's RDBStorage under Optuna's cache wrapper (None for other storages)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if hasattr(storage, "scoped_session") else None
+
+
+def running_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since each RUNNING trial's last heartbeat (since its start, where it has none), by trial id.
+
+    Ages are measured on the database's clock, which wrote the heartbeats, so drivers on other machines agree.
+    """
+    storage = _rdb(study)
+    if storage is None:
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    session = storage.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        rows = (
+            session.query(models.TrialModel.trial_id, models.TrialModel._datetime_start_utc, models.TrialHeartbeatModel.heartbeat)
+            .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
+            .all()
+        )
+    finally:
+        session.close()
+    ages = {}
+    for trial_id, started, beat in rows:
+        last = beat or started
+        # Optuna stores datetime_start as naive UTC from the driver's clock, heartbeats with the database's clock
+        ref = now if beat else datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        ages[trial_id] = (ref - last.replace(tzinfo=None)).total_seconds() if last else float("inf")
+    return ages
+
+
+def fail_interrupted(study: optuna.Study, *, grace_seconds: float = GRACE_SECONDS) -> int:
+    """Mark FAIL the RUNNING trials whose driver is gone, and say why; return how many.
+
+    A trial is orphaned when its last heartbeat is older than the grace period (Optuna's ``fail_stale_trials``
+    rule), or when it has no heartbeat and started longer ago than that (a run from before heartbeats, or a driver
+    killed between asking for the trial and its first heartbeat). Trials of live drivers keep beating.
+    """
+    storage = study._storage
     n = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        n += 1
+    for trial_id, age in running_ages(study).items():
+        if age <= grace_seconds:
+            continue
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", INTERRUPTED)  # a finished trial takes no attrs
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                n += 1
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # its driver, or another one, ended it meanwhile
     return n
+
+
+def suspect_ids(study: optuna.Study, *, own: set[int]) -> set[int]:
+    """Other drivers' RUNNING trials that missed a heartbeat or more: probably orphaned, not yet past the grace."""
+    return {tid for tid, age in running_ages(study).items() if tid not in own and age > 1.5 * HEARTBEAT_SECONDS}
+
+
+class Heartbeat:
+    """A driver thread that records a heartbeat for each trial this driver runs, every HEARTBEAT_SECONDS."""
+
+    def __init__(self, storage, interval: float = HEARTBEAT_SECONDS):
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="autoembed-heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self.beat(trial_id)
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def beat(self, trial_id: int) -> None:
+        try:
+            self.storage.record_heartbeat(trial_id)
+        except Exception as exc:  # a missed beat is not fatal: the grace period is several beats long
+            log.warning("could not record the heartbeat of trial id %s: %s", trial_id, str(exc).splitlines()[0])
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            with self.lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                self.beat(trial_id)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+
+def count_trials(study: optuna.Study, states: tuple[TrialState, ...], *, below: int | None = None) -> int:
+    """How many trials of the study are in ``states`` (numbered below ``below`` if given), counted in the database.
+
+    One ``COUNT`` query rather than Optuna's ``get_trials``, which loads every trial with its params and
+    attributes: the driver asks this before every trial, and at thousands of trials that load is what costs.
+    """
+    storage = _rdb(study)
+    if storage is not None:
+        from optuna.storages._rdb import models
+
+        session = storage.scoped_session()
+        try:
+            query = session.query(models.TrialModel).filter(
+                models.TrialModel.study_id == study._study_id, models.TrialModel.state.in_(states)
+            )
+            if below is not None:
+                query = query.filter(models.TrialModel.number < below)
+            return query.count()
+        finally:
+            session.close()
+    trials = study.get_trials(deepcopy=False, states=states)
+    return sum(1 for t in trials if below is None or t.number < below)
+
+
+DECIDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def finished_count(study: optuna.Study) -> int:
     """Trials that count toward ``--trials``: those that reached a decision (complete or pruned)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return count_trials(study, DECIDED)
+
+
+def claimed_count(study: optuna.Study, *, below: int | None = None) -> int:
+    """Trials finished or running in the whole study (every driver's), those numbered below ``below`` if given."""
+    return count_trials(study, (*DECIDED, TrialState.RUNNING), below=below)
 
 
 class TrialRecorder:
@@ -113,6 +258,7 @@ class TrialRecorder:
         self.history: list[tuple[int, dict[str, float]]] = []
         self.pruned = False
         self.done = False
+        self.state = TrialState.RUNNING
         self.started = datetime.datetime.now()
         trial.set_user_attr("config", config.to_dict())
 
@@ -128,8 +274,31 @@ class TrialRecorder:
         if value is None or not math.isfinite(value):
             return
         self.history.append((step, dict(metrics)))
-        self.trial.report(float(value), step)
-        self.trial.set_user_attr("last_metrics", {k: float(v) for k, v in metrics.items()})
+        try:
+            self.trial.report(float(value), step)
+            self.trial.set_user_attr("last_metrics", {k: float(v) for k, v in metrics.items()})
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._lost()
+
+    def _lost(self) -> None:
+        """Another driver ended this trial (it judged this driver gone): stop writing to it, say so once."""
+        if not self.done:
+            log.warning("trial %d was ended by another driver of the study; this driver stops recording it", self.number)
+        self.done = True
+        self.state = TrialState.FAIL
+
+    def _tell(self, *args, **kwargs) -> bool:
+        try:
+            self.study.tell(self.trial, *args, **kwargs)
+            return True
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._lost()
+            return False
+        except ValueError as exc:  # Optuna says "already finished" this way for tell()
+            if "finished" not in str(exc):
+                raise
+            self._lost()
+            return False
 
     def should_prune(self) -> bool:
         """Ask the study's pruner; once it says prune, the answer stays."""
@@ -141,34 +310,43 @@ class TrialRecorder:
         """Tell the study how the trial ended: PRUNED, or COMPLETE with its value (see training.trial_value)."""
         if self.done:
             return self.state
-        self.done = True
-        self.trial.set_user_attr("train_seconds", round(float(seconds), 3))
-        for key, val in (extra or {}).items():
-            self.trial.set_user_attr(key, val)
-        if self.pruned:
-            last_step = self.history[-1][0] if self.history else None
-            self.trial.set_user_attr("pruned_at_step", last_step)
-            self.state = TrialState.PRUNED
-            self.study.tell(self.trial, state=TrialState.PRUNED)
-        elif value is None or not math.isfinite(value):
+        try:
+            self.trial.set_user_attr("train_seconds", round(float(seconds), 3))
+            for key, val in (extra or {}).items():
+                self.trial.set_user_attr(key, val)
+            if self.pruned:
+                last_step = self.history[-1][0] if self.history else None
+                self.trial.set_user_attr("pruned_at_step", last_step)
+            elif value is not None and math.isfinite(value):
+                self.trial.set_user_attr("value_step", step)
+                self.trial.set_user_attr("final_metrics", {k: float(v) for k, v in (metrics or {}).items()})
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._lost()
+            return self.state
+        if not self.pruned and (value is None or not math.isfinite(value)):
             return self.fail(f"no finite {self.objective} was measured", seconds=seconds)
+        self.done = True
+        if self.pruned:
+            self.state = TrialState.PRUNED
+            self._tell(state=TrialState.PRUNED)
         else:
-            self.trial.set_user_attr("best_step", step)
-            self.trial.set_user_attr("value_step", step)
-            self.trial.set_user_attr("final_metrics", {k: float(v) for k, v in (metrics or {}).items()})
             self.state = TrialState.COMPLETE
-            self.study.tell(self.trial, value)
+            self._tell(value)
         return self.state
 
     def fail(self, reason: str, *, seconds: float | None = None) -> TrialState:
-        if self.done and getattr(self, "state", None) is not None and self.state != TrialState.FAIL:
+        if self.done:
+            return self.state
+        try:
+            self.trial.set_user_attr("fail_reason", reason[:2000])
+            if seconds is not None:
+                self.trial.set_user_attr("train_seconds", round(float(seconds), 3))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._lost()
             return self.state
         self.done = True
-        self.trial.set_user_attr("fail_reason", reason[:2000])
-        if seconds is not None:
-            self.trial.set_user_attr("train_seconds", round(float(seconds), 3))
         self.state = TrialState.FAIL
-        self.study.tell(self.trial, state=TrialState.FAIL)
+        self._tell(state=TrialState.FAIL)
         return self.state
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,21 @@ from optuna.trial import TrialState
 from autoembed.config import TrialConfig, embedding_dim
 from autoembed.errors import AutoembedError
 from autoembed.progress import SearchDisplay
+from autoembed.provenance import device_description
 from autoembed.space import SearchSpace
-from autoembed.study import TrialRecorder, default_storage, finished_count, mask_text, validate_study_name
+from autoembed.study import (
+    HEARTBEAT_SECONDS,
+    STUDIES_DIR,
+    Heartbeat,
+    TrialRecorder,
+    claimed_count,
+    default_storage,
+    fail_interrupted,
+    mask_text,
+    storage_folder,
+    suspect_ids,
+    validate_study_name,
+)
 from autoembed.training import Prepared, train
 from autoembed.yamlio import load_yaml
 
@@ -53,6 +68,8 @@ class SearchOptions:
     seed: int = 0
     base: dict[str, Any] = field(default_factory=dict)  # extra config keys, e.g. {"data": {"max_seq_length": 64}}
     max_failures: int | None = None
+    # where the study's own files go (Ray's scratch space); default: beside an SQLite study file, else ./studies
+    workdir: str | None = None
     config_file: str | None = None
 
     @classmethod
@@ -96,6 +113,16 @@ class SearchOptions:
             raise AutoembedError(f"must be one of {', '.join(EXECUTORS)}, got {self.executor!r}", key="executor", **where)
         if self.timeout is not None and self.timeout <= 0:
             raise AutoembedError(f"must be > 0 seconds, got {self.timeout!r}", key="timeout", **where)
+        for name in ("gpus_per_trial", "cpus_per_trial", "timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise AutoembedError(f"must be a number, got {value!r}", key=name, **where)
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise AutoembedError(
+                f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, got {self.gpus_per_trial!r}",
+                key="gpus_per_trial",
+                **where,
+            )
         if self.gpus_per_trial < 0 or (self.cpus_per_trial is not None and self.cpus_per_trial <= 0):
             raise AutoembedError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0", key="resources", **where)
         if not isinstance(self.base, dict):
@@ -104,6 +131,12 @@ class SearchOptions:
     @property
     def storage_url(self) -> str:
         return self.storage or default_storage(self.study)
+
+    @property
+    def workdir_path(self) -> Path:
+        if self.workdir:
+            return Path(self.workdir)
+        return storage_folder(self.storage_url) or STUDIES_DIR
 
     def cpus(self) -> float:
         if self.cpus_per_trial is not None:
@@ -115,10 +148,26 @@ class SearchOptions:
 class Coordinator:
     """The driver's view of the running trials: Optuna trials, their recorders and the display."""
 
-    def __init__(self, study: optuna.Study, space: SearchSpace, base: TrialConfig, options: SearchOptions, hidden_size: int, display: SearchDisplay):
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        base: TrialConfig,
+        options: SearchOptions,
+        hidden_size: int,
+        display: SearchDisplay,
+        *,
+        provenance: dict[str, Any] | None = None,
+    ):
         self.study, self.space, self.base, self.options = study, space, base, options
         self.hidden_size = hidden_size
         self.display = display
+        # what this driver trains on (data and model hashes, versions): kept on each of its trials, since drivers
+        # and resumed runs of one study may differ
+        self.provenance = provenance
+        self.heartbeat = Heartbeat(study._storage)
+        self.last_sweep = -float("inf")
+        self.suspects = False
         self.recorders: dict[str, TrialRecorder] = {}
         self.started = time.monotonic()
         self.failures = 0
@@ -136,28 +185,67 @@ class Coordinator:
         return sum(not r.done for r in self.recorders.values())
 
     def wants_more(self) -> bool:
-        return finished_count(self.study) + self.running() < self.target
+        """Whether the study (every driver's trials, finished or running) holds fewer than ``--trials``."""
+        return claimed_count(self.study) < self.target
 
     def should_finish(self) -> bool:
-        return self.out_of_time() or self.failures >= self.max_failures or (not self.wants_more() and self.running() == 0)
+        if self.out_of_time() or self.failures >= self.max_failures:
+            return True
+        if self.wants_more() or self.running():
+            return False
+        # the study is full, but trials of a driver that died (killed, say, just before this run) count as running
+        # until their heartbeats go stale: wait for them to be failed, then replace them
+        return not self.sweep()
+
+    def sweep(self) -> bool:
+        """Fail orphaned trials (every HEARTBEAT_SECONDS at most); True while other drivers' trials look orphaned."""
+        now = time.monotonic()
+        if now - self.last_sweep >= HEARTBEAT_SECONDS:
+            self.last_sweep = now
+            n = fail_interrupted(self.study)
+            if n:
+                self.display.note(f"{n} trial(s) whose driver is gone marked FAIL; they will be replaced")
+            self.suspects = bool(suspect_ids(self.study, own=self.heartbeat.trial_ids))
+        return self.suspects
 
     def start_trial(self, key: str) -> tuple[TrialRecorder, TrialConfig] | None:
         """Ask Optuna for a trial and sample its config; a config that cannot be built fails that trial alone."""
-        trial = self.study.ask()
+        with warnings.catch_warnings():
+            # Optuna says heartbeats are meant for Study.optimize; with ask/tell the Heartbeat thread records them
+            warnings.simplefilter("ignore", UserWarning)
+            trial = self.study.ask()
+        self.heartbeat.add(trial._trial_id)
+        if claimed_count(self.study, below=trial.number) >= self.target:
+            # another driver asked for the last trial at the same moment: the lower number keeps it
+            self._refuse(trial, f"not run: the study already had --trials {self.target} trials finished or running")
+            return None
+        # the sampler's seed follows --seed and the trial's number, so drivers sharing the study sample apart
+        # and a trial's sample can be traced (TPE samples lazily, so the seed set after ask() applies)
+        seed = trial_seed(self.options.seed, trial.number)
+        self.study.sampler = self.space.build_sampler(seed=seed, n_workers=self.options.workers)
+        trial.set_user_attr("sampler_seed", seed)
+        if self.provenance is not None:
+            trial.set_user_attr("provenance", self.provenance)
         try:
             # sample() ends in config.finalize: what is stored on the trial is exactly what trains
-            config = self.space.sample(trial, self.base, hidden_size=self.hidden_size, threads=self.threads())
+            config = self.space.sample(
+                trial, self.base, hidden_size=self.hidden_size, threads=self.threads(), gpus=self.options.gpus_per_trial
+            )
         except AutoembedError as exc:
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", str(exc))
             self.failures += 1
-            self.display.finished(trial.number, "FAIL", None, str(exc))
+            self._refuse(trial, str(exc))
             return None
         recorder = TrialRecorder(self.study, trial, config, self.space.metric)
         recorder.started_at = time.monotonic()
         self.recorders[key] = recorder
         self.display.started(trial.number, trial.params)
         return recorder, config
+
+    def _refuse(self, trial: optuna.Trial, reason: str) -> None:
+        self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.heartbeat.discard(trial._trial_id)
+        self.display.finished(trial.number, "FAIL", None, reason)
 
     def on_result(self, key: str, step: int, metrics: dict[str, float], total_steps: int) -> bool:
         """Record an evaluation; True means stop the trial now."""
@@ -175,14 +263,19 @@ class Coordinator:
             return
         seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
         self.trial_seconds += seconds
-        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps") if k in outcome}
+        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps", "where") if k in outcome}
+        if outcome.get("where", {}).get("device"):
+            extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
         if outcome.get("fail_reason"):
+            for key, val in extra.items():
+                recorder.trial.set_user_attr(key, val)
             self.failures += 1
             state = recorder.fail(mask_text(str(outcome["fail_reason"]), self.options.storage_url), seconds=seconds)
         else:
             state = recorder.finish(
                 value=outcome.get("value"), step=outcome.get("value_step"), metrics=outcome.get("metrics"), seconds=seconds, extra=extra
             )
+        self.heartbeat.discard(recorder.trial._trial_id)
         self.display.finished(recorder.number, state.name, outcome.get("value"), outcome.get("fail_reason"))
         self.display.best(self.study)
 
@@ -190,6 +283,17 @@ class Coordinator:
         for recorder in self.recorders.values():
             if not recorder.done:
                 recorder.fail(reason)
+            self.heartbeat.discard(recorder.trial._trial_id)
+
+    def close(self, reason: str) -> None:
+        """Fail what still runs, with ``reason``, and stop the heartbeats."""
+        self.abandon(reason)
+        self.heartbeat.close()
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed for trial ``number`` of a study searched with ``--seed seed``."""
+    return (seed * 1_000_003 + number) % 2**32
 
 
 def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, Any]:
@@ -218,9 +322,15 @@ class Executor(ABC):
 
     name: ClassVar[str]
 
+    def check(self, options: SearchOptions, display: SearchDisplay) -> None:  # noqa: B027 - optional hook
+        """Before any data is read or the study exists: refuse what this executor cannot run (one line, exit 2)."""
+
     @abstractmethod
     def run(self, coordinator: Coordinator, prepared: Prepared) -> None:
         """Start trials through ``coordinator.start_trial``, feed it results and ends, until ``should_finish``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the executor started (after the search, also when it was interrupted)."""
 
 
 class _CallbackReporter:
@@ -249,6 +359,9 @@ class InlineExecutor(Executor):
     def run(self, coordinator: Coordinator, prepared: Prepared) -> None:
         n = 0
         while not coordinator.should_finish():
+            if not coordinator.wants_more():
+                time.sleep(1)  # the study is full but may hold orphaned trials: should_finish sweeps them
+                continue
             key = f"inline-{n}"
             n += 1
             started = coordinator.start_trial(key)
@@ -256,6 +369,8 @@ class InlineExecutor(Executor):
                 continue
             recorder, config = started
             reporter = _CallbackReporter(coordinator, key)
+            where = {"node": socket.gethostname(), "slice": coordinator.options.gpus_per_trial}
+            where["device"] = device_description(config.training.device)
             t0 = time.perf_counter()
             try:
                 result = train(config, prepared=prepared, reporter=reporter)
@@ -263,6 +378,7 @@ class InlineExecutor(Executor):
                 coordinator.abandon("interrupted by the user")
                 raise
             except Exception as exc:  # a failing trial fails alone
-                coordinator.on_end(key, {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0})
+                failed = {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0, "where": where}
+                coordinator.on_end(key, failed)
                 continue
-            coordinator.on_end(key, trial_outcome(result, config, coordinator.hidden_size))
+            coordinator.on_end(key, {**trial_outcome(result, config, coordinator.hidden_size), "where": where})

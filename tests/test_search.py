@@ -6,6 +6,7 @@ inline executor, which must leave the same records, covers the rest.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import re
@@ -208,11 +209,9 @@ def test_ray_search_prints_only_ours(ray_outcomes):
     for line in result.stderr.splitlines():
         assert not any(noise in line for noise in TUNE_NOISE), line
     assert "trial 1 FAIL" in result.stderr and "loss is nan" in result.stderr
-    # Tune's state stays in the working folder's studies/_ray, without its CSV/JSON/TensorBoard copies of the study
-    tune_files = [p.name for p in (root / "studies" / "_ray" / "outcomes").rglob("*") if p.is_file()]
-    assert tune_files and not [
-        n for n in tune_files if n in ("progress.csv", "result.json") or n.startswith("events.out")
-    ]
+    # Tune's scratch state lived beside the study file (root) while the search ran, and is gone: nothing is left in
+    # the working folder (also root) but the space and the study itself
+    assert sorted(p.name for p in root.iterdir()) == ["s.db", "space.yaml"]
 
 
 @pytest.mark.slow
@@ -244,13 +243,44 @@ def test_ray_and_inline_sample_train_and_prune_alike(ray_cluster, tmp_path, monk
     assert all(0 < v < 1 for r in inline for v in r[3].values())
 
 
+def backdate_heartbeat(study: optuna.Study, trial_id: int, *, seconds: float) -> None:
+    """Give a trial a heartbeat as its driver would have recorded it ``seconds`` ago (on the database's clock)."""
+    import sqlalchemy
+
+    study._storage.record_heartbeat(trial_id)
+    engine = study._storage._backend.engine
+    with engine.begin() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        if isinstance(now, str):  # SQLite's CURRENT_TIMESTAMP
+            now = datetime.datetime.fromisoformat(now)
+        conn.execute(
+            sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :i"),
+            {"t": now - datetime.timedelta(seconds=seconds), "i": trial_id},
+        )
+
+
+def test_orphans_are_failed_and_live_trials_kept(tmp_path, tiny_model, toy_data):
+    """A driver fails another's RUNNING trial only once its heartbeat is older than the grace period."""
+    from autoembed.study import GRACE_SECONDS, fail_interrupted, make_storage
+
+    study = optuna.create_study(study_name="beats", storage=make_storage(f"sqlite:///{tmp_path}/b.db"))
+    live, orphan = study.ask(), study.ask()
+    backdate_heartbeat(study, live._trial_id, seconds=2)
+    backdate_heartbeat(study, orphan._trial_id, seconds=GRACE_SECONDS + 30)
+    assert fail_interrupted(study) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {live.number: TrialState.RUNNING, orphan.number: TrialState.FAIL}
+    assert study.get_trials()[orphan.number].user_attrs["fail_reason"] == INTERRUPTED
+
+
 def test_resume_keeps_finished_trials_and_fails_interrupted_ones(tmp_path, monkeypatch, tiny_model, toy_data):
     monkeypatch.chdir(tmp_path)
     first = options(tmp_path, "resume", SIMPLE, tiny_model, toy_data, trials=2, executor="inline")
     assert run_search(first).counts == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 0}
     before = records(load_existing("resume", first.storage))
     killed = load_existing("resume", first.storage)
-    killed.ask()  # a run killed mid-trial leaves it RUNNING
+    orphan = killed.ask()  # a run killed mid-trial leaves it RUNNING, its last heartbeat two minutes old
+    backdate_heartbeat(killed, orphan._trial_id, seconds=120)
     out = io.StringIO()
     result = run_search(SearchOptions(**{**vars(first), "trials": 4}), console=Console(file=out, width=200))
     study = load_existing("resume", first.storage)
