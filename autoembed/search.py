@@ -14,7 +14,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +49,14 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM into :class:`SearchInterrupted`; ignore repeats while the search cleans up."""
+def _stop_on_signals() -> Iterator[Callable[[], None]]:
+    """Turn the first SIGINT/SIGTERM into :class:`SearchInterrupted`; ignore repeats while the search cleans up.
+
+    Yields ``arm``, which installs the handlers again: ``ray.init`` puts its own SIGTERM handler (a native stack
+    dump, then abort) in place of ours, so the search re-arms once Ray has started.
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
     caught = (signal.SIGINT, signal.SIGTERM)
 
@@ -61,12 +65,17 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
         raise SearchInterrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in caught}
+    def arm() -> None:
+        for s in caught:
+            signal.signal(s, handler)
+
+    previous = {s: signal.getsignal(s) for s in caught}
+    arm()
     try:
-        yield
+        yield arm
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 @dataclass
@@ -165,11 +174,11 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
 
     SIGINT and SIGTERM raise :class:`SearchInterrupted` once this driver's running trials are marked FAIL.
     """
-    with _stop_on_signals():
-        return _run_search(options, console=console, live=live)
+    with _stop_on_signals() as arm:
+        return _run_search(options, console=console, live=live, arm=arm)
 
 
-def _run_search(options: SearchOptions, *, console=None, live: bool = True) -> SearchResult:
+def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm: Callable[[], None]) -> SearchResult:
     started = time.monotonic()
     space = SearchSpace.from_yaml_file(options.space)
     base = base_config(options, space.metric)
@@ -179,6 +188,7 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True) -> S
     # a resource request no node can meet, bad data and bad samples all surface before the study exists: a study
     # created by a failed start would be resumed later without its starting points
     runner.check(options, display)
+    arm()  # after Ray's start, which replaces the SIGTERM handler
     display.note("reading data and tokenizing once for the whole study ...")
     probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
     prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0)

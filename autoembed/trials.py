@@ -374,10 +374,7 @@ class InlineExecutor(Executor):
             t0 = time.perf_counter()
             try:
                 result = train(config, prepared=prepared, reporter=reporter)
-            except KeyboardInterrupt:
-                coordinator.abandon("interrupted by the user")
-                raise
-            except Exception as exc:  # a failing trial fails alone
+            except Exception as exc:  # a failing trial fails alone (an interruption ends the search: see run_search)
                 failed = {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0, "where": where}
                 coordinator.on_end(key, failed)
                 continue
