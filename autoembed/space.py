@@ -37,14 +37,29 @@ import difflib
 import inspect
 import math
 import re
+import typing
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
@@ -82,16 +97,7 @@ DEFAULT_TARGETS: dict[str, str] = {
 }
 
 HEADS_KEY = "architecture.attention_heads"
-
-TOP_KEYS = ("name", "metric", "params", "fixed", "pruner", "sampler", "starting_points")
-# Keys every param spec may have, then the keys of each type.
-COMMON_KEYS = ("type", "target", "when")
-PARAM_TYPES: dict[str, tuple[str, ...]] = {
-    "float": ("low", "high", "log", "step"),
-    "int": ("low", "high", "log", "step"),
-    "categorical": ("choices",),
-    "fixed": ("value",),
-}
+PARAM_TYPES = ("float", "int", "categorical", "fixed")
 CONDITION_OPS = ("in", "gt", "ge", "lt", "le")
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
@@ -105,19 +111,58 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
 }
 DEFAULT_PRUNER = {"type": "median"}
-SAMPLERS: dict[str, tuple[str, ...]] = {"tpe": ("n_startup_trials",), "random": ()}
+SAMPLERS = ("tpe", "random")
 DEFAULT_SAMPLER = {"type": "tpe"}
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-@dataclass(frozen=True)
-class Condition:
+def _fail(message: str, *at: str) -> PydanticCustomError:
+    """A failed check in autoembed's words, placed at pydantic's loc plus ``at``."""
+    return PydanticCustomError("autoembed", "{message}", {"message": message, "at": at})
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1.0
+        raise PydanticCustomError("float_type", "not a number")
+    return value
+
+
+_Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    """One mapping of a space file: pydantic rejects unknown keys; ``what`` names the mapping in messages."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    what: ClassVar[str] = "a search space"
+
+
+class Condition(_Strict):
     """``when:`` of a param: active only if an earlier param was sampled and its value passes the test."""
 
+    what: ClassVar[str] = "a condition"
     param: str
-    op: str  # one of CONDITION_OPS
-    value: Any  # a tuple for "in", a number otherwise
+    in_: tuple[Any, ...] | None = Field(None, alias="in", min_length=1)
+    gt: _Number | None = None
+    ge: _Number | None = None
+    lt: _Number | None = None
+    le: _Number | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        tests = [op for op in CONDITION_OPS if getattr(self, op.replace("in", "in_")) is not None]
+        if len(tests) != 1:
+            raise _fail(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {tests or 'none'}")
+        return self
+
+    @property
+    def op(self) -> str:  # one of CONDITION_OPS
+        return next(op for op in CONDITION_OPS if getattr(self, op.replace("in", "in_")) is not None)
+
+    @property
+    def value(self) -> Any:  # a tuple for "in", a number otherwise
+        return getattr(self, self.op.replace("in", "in_"))
 
     def holds(self, values: Mapping[str, Any]) -> bool:
         """Whether the condition holds for the values sampled so far (an inactive param never passes)."""
@@ -134,22 +179,20 @@ class Condition:
         return {"param": self.param, self.op: list(self.value) if self.op == "in" else self.value}
 
 
-@dataclass(frozen=True)
-class Param:
-    """One entry of ``params``: a distribution (or a fixed value) for one config key."""
+class Param(_Strict):
+    """One entry of ``params``: a distribution (or a fixed value) for one config key; a subclass per ``type``."""
 
-    name: str
-    type: str  # one of PARAM_TYPES
-    target: str
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple[Any, ...] | None = None
-    value: Any = None
+    type: str
+    target: str | None = None  # the parser fills in the default
     when: Condition | None = None
-    file: str | None = field(default=None, compare=False, repr=False)
-    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # spec key -> line; "" -> name
+    _name: str = PrivateAttr("")
+    _file: str | None = PrivateAttr(None)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # spec key -> line; "" -> the name's line
+
+    name = property(lambda self: self._name)
+    file = property(lambda self: self._file)
+    lines = property(lambda self: self._lines)
+
 
     def optuna_name(self, values: Mapping[str, Any]) -> str:
         """The Optuna name under the values sampled so far: ``margin_triplet`` when ``loss`` is triplet."""
@@ -224,6 +267,84 @@ class Param:
         return out
 
 
+
+class _Range(Param):
+    low: Any
+    high: Any
+    log: StrictBool = False
+    step: Any = None
+
+    @model_validator(mode="after")
+    def _range(self) -> _Range:
+        low, high, step = self.low, self.high, self.step
+        if step is not None and self.log:
+            raise _fail("cannot be combined with log: true (Optuna samples a log range without steps)", "step")
+        if low > high:
+            raise _fail(f"must be <= high ({high!r}), got low={low!r}", "low")
+        if self.log and low <= 0:
+            raise _fail(f"must be > 0 with log: true, got {low!r}", "low")
+        if step is not None and not math.isclose(k := (high - low) / step, round(k), abs_tol=1e-8):
+            raise _fail(f"high - low ({high - low!r}) must be a multiple of step ({step!r})", "step")
+        return self
+
+
+class _Float(_Range):
+    what: ClassVar[str] = "a float param"
+    type: Literal["float"]
+    low: _Number
+    high: _Number
+    step: _Number | None = Field(None, gt=0)
+
+
+class _Int(_Range):
+    what: ClassVar[str] = "an int param"
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: StrictInt | None = Field(None, gt=0)
+
+
+class _Categorical(Param):
+    what: ClassVar[str] = "a categorical param"
+    type: Literal["categorical"]
+    choices: tuple[Any, ...] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _scalars(cls, choices: tuple[Any, ...]) -> tuple[Any, ...]:
+        for c in choices:
+            if not (c is None or isinstance(c, (bool, int, float, str))):
+                raise _fail(f"each choice must be null, a bool, a number or a string, got {_type_name(c)} {c!r}")
+        return choices
+
+
+class _Fixed(Param):
+    what: ClassVar[str] = "a fixed param"
+    type: Literal["fixed"]
+    value: Any
+
+
+class _Tpe(_Strict):
+    what: ClassVar[str] = "a tpe sampler"
+    type: Literal["tpe"]
+    n_startup_trials: StrictInt | None = Field(None, ge=0)
+
+
+class _Random(_Strict):
+    what: ClassVar[str] = "a random sampler"
+    type: Literal["random"]
+
+
+class _Space(_Strict):
+    name: str | None = None
+    metric: str | None = None
+    params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] | None = None
+    fixed: dict[str, Any] | None = None
+    pruner: dict[str, Any] | None = None  # checked against Optuna's signatures by _Parser
+    sampler: Annotated[_Tpe | _Random, Field(discriminator="type")] | None = None
+    starting_points: list[dict[str, Any]] | None = None
+
+
 @dataclass
 class SearchSpace:
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
@@ -246,7 +367,7 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
         """Parse and validate a space; every mistake is an :class:`AutoembedError` naming file, line and key."""
-        return _Parser(getattr(data, "file", None) or file).space(data)
+        return _Parser(data, getattr(data, "file", None) or file).space()
 
     @property
     def conditional(self) -> bool:
@@ -297,7 +418,7 @@ class SearchSpace:
                 continue
             if p.type == "fixed":
                 values.append(p.value)
-            elif p.choices is not None:
+            elif p.type == "categorical":
                 values.extend(c for c in p.choices if c is not None)
             else:
                 values.append(p.high)
@@ -483,482 +604,311 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+
+# --- parsing -------------------------------------------------------------------------------------------
+# pydantic checks the shape of each mapping (keys, types, ranges, the param type); _Parser checks what only
+# autoembed knows: targets and values against the config's rules, params against each other, pruners
+# against Optuna's signatures, starting points against the params. Both name a place by its dotted path,
+# and the line table of the loaded YAML gives its line.
+
+# The model behind an error's loc, by the loc's part before the key: a union tag, "when", or none (the top).
+_MODELS: dict[str, type[_Strict]] = {"": _Space, "when": Condition, "tpe": _Tpe, "random": _Random}
+_MODELS.update({"float": _Float, "int": _Int, "categorical": _Categorical, "fixed": _Fixed})
+_TAGS = {"params": PARAM_TYPES, "sampler": SAMPLERS}
+# What a failed pydantic check says; a type mismatch also names the type it got.
+_SAYS = {
+    "int_type": "must be an int",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "too_short": "must not be empty",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be an int >= {ge}",  # only counts have a lower bound
+}
+
+
+def _explain(exc: ValidationError, data: Any) -> tuple[str, str]:
+    """The message and dotted path of the first error, an unknown key before the rest (they explain the rest)."""
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx", {})
+    path, model = _path(data, loc), _MODELS.get(str(loc[-2]) if len(loc) > 1 else "")
+    if kind == "autoembed":
+        return ctx["message"], ".".join([path, *ctx["at"]]).strip(".")
+    if kind == "extra_forbidden" and model:
+        allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
+        return f"unknown key {loc[-1]!r} in {model.what}; expected one of: {allowed}", path
+    if kind == "missing" and model:
+        return f"{model.what} needs {loc[-1]!r}", _path(data, loc[:-1])
+    if kind == "union_tag_not_found":
+        return f"is missing 'type'; expected one of: {', '.join(_TAGS[loc[0]])}", path
+    if kind == "union_tag_invalid":
+        word = "type" if loc[0] == "params" else loc[0]
+        return f"unknown {word} {ctx['tag']!r}; expected one of: {', '.join(_TAGS[loc[0]])}", f"{path}.type"
+    says = _SAYS.get(kind, error["msg"][:1].lower() + error["msg"][1:]).format(**ctx)
+    if path == "starting_points" and kind == "list_type":
+        says += " of mappings"
+    got = f"{_type_name(value)} {value!r}" if kind.endswith(("_type", "_parsing")) else repr(value)
+    return f"{says}, got {got}", path
+
+
+def _path(data: Any, loc: tuple[Any, ...]) -> str:
+    """Pydantic's loc as a dotted path through the file, without the union tags pydantic adds."""
+    path, node = "", data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            path, node = f"{path}[{part}]", node[part] if part < len(node) else None
+        elif isinstance(node, Mapping) and part not in node and part == node.get("type"):
+            continue
+        else:
+            path, node = f"{path}.{part}".lstrip("."), node.get(part) if isinstance(node, Mapping) else None
+    return path
+
+
+def _lines(node: Any, prefix: str = "") -> dict[str, int]:
+    """The line of each key under ``node``, by dotted path ("fixed.training.max_steps", "starting_points[0].loss")."""
+    out: dict[str, int] = {}
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            out.update(_lines(value, f"{prefix}[{i}]"))
+    for key, value in node.items() if isinstance(node, Mapping) else ():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key in getattr(node, "lines", {}):
+            out[path] = node.lines[key]
+        out.update(_lines(value, path))
+    return out
+
+
 class _Parser:
     """Turns a loaded YAML mapping into a :class:`SearchSpace`, failing on the first mistake."""
 
-    def __init__(self, file: str | None):
-        self.file = file
-        self.lines: dict[str, int] = {}
+    def __init__(self, data: Any, file: str | None):
+        self.data, self.file, self.lines = data, file, _lines(data)
         # A config with every required field filled, to check values against the config's own rules.
         self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
 
-    def err(self, message: str, where: Mapping[str, Any] | None, key: str | None, path: str) -> AutoembedError:
-        line = None
-        if where is not None and key is not None:
-            line = getattr(where, "lines", {}).get(key)
-        if line is None:
-            line = self.lines.get(path)
-        return AutoembedError(message, file=getattr(where, "file", None) or self.file, line=line, key=path)
+    def err(self, message: str, path: str) -> AutoembedError:
+        """The error at ``path``, on the line of the nearest key along it that the file has."""
+        key = path
+        while key and key not in self.lines:
+            key = key[: max(key.rfind("."), key.rfind("["), 0)]
+        return AutoembedError(message, file=self.file, line=self.lines.get(key), key=path or None)
 
-    def note(self, where: Mapping[str, Any], key: str, path: str) -> None:
-        line = getattr(where, "lines", {}).get(key)
-        if line is not None:
-            self.lines[path] = line
-
-    def mapping(self, value: Any, where: Mapping[str, Any] | None, key: str | None, path: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.err(f"must be a mapping, got {_type_name(value)} {value!r}", where, key, path)
-        return value
-
-    def known_keys(self, data: Mapping[str, Any], allowed: tuple[str, ...], prefix: str, what: str) -> None:
-        for key in data:
-            if key not in allowed:
-                raise self.err(
-                    f"unknown key {key!r} in {what}; expected one of: {', '.join(allowed)}", data, key, prefix + key
-                )
-
-    def config_key(self, key: Any, where: Mapping[str, Any], line_key: str, path: str) -> str:
+    def config_key(self, key: Any, path: str) -> str:
         keys = [k for k in config_keys() if k != "model"]
         if key == "model":
-            raise self.err(
-                "the base model cannot be searched or fixed here; it comes from the base config", where, line_key, path
-            )
+            raise self.err("the base model cannot be searched or fixed here; it comes from the base config", path)
         if key not in keys:
             close = difflib.get_close_matches(str(key), keys, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.err(
-                f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size",
-                where,
-                line_key,
-                path,
-            )
+            raise self.err(f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size", path)
         return key
 
-    def check_value(self, target: str, value: Any, where: Mapping[str, Any], key: str, path: str) -> None:
+    def check_value(self, target: str, value: Any, path: str) -> None:
         """Raise naming ``path`` if the config's rule for ``target`` rejects ``value``."""
         try:
             self.probe.replace(**{target: value})
         except AutoembedError as exc:
-            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", where, key, path) from None
+            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", path) from None
 
-    # --- top level -------------------------------------------------------------------------------------
-
-    def space(self, data: Mapping[str, Any]) -> SearchSpace:
-        data = self.mapping(data, None, None, "")
-        self.known_keys(data, TOP_KEYS, "", "a search space")
-        for key in data:
-            self.note(data, key, key)
-        name = data.get("name")
-        if name is not None and not isinstance(name, str):
-            raise self.err(f"must be a string, got {_type_name(name)} {name!r}", data, "name", "name")
-        fixed = self.fixed(data.get("fixed"), data)
-        metric = self.metric(data, fixed)
-        self.apply_fixed(fixed, metric, data)
-        params = self.params(data.get("params"), data, fixed)
-        space = SearchSpace(
-            params=params,
-            fixed=fixed,
-            metric=metric,
-            name=name,
-            pruner=self.pruner(data["pruner"], data, "pruner", "pruner") if "pruner" in data else dict(DEFAULT_PRUNER),
-            sampler=self.sampler(data["sampler"], data) if "sampler" in data else dict(DEFAULT_SAMPLER),
-            file=self.file,
-            lines=self.lines,
-        )
-        space.starting_points = self.starting_points(data.get("starting_points"), data, space)
-        return space
-
-    def fixed(self, value: Any, top: Mapping[str, Any]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        fixed = self.mapping(value, top, "fixed", "fixed")
-        out = {}
-        for key, v in fixed.items():
-            path = f"fixed.{key}"
-            self.note(fixed, key, path)
-            self.config_key(key, fixed, key, path)
-            out[key] = _plain(v)
-        return out
-
-    def apply_fixed(self, fixed: dict[str, Any], metric: str, top: Mapping[str, Any]) -> None:
-        """Check the fixed values and the metric together (the metric's rule depends on evaluation.k)."""
+    def space(self) -> SearchSpace:
+        try:
+            spec = _Space.model_validate(self.data)
+        except ValidationError as exc:
+            raise self.err(*_explain(exc, self.data)) from None
+        fixed = {self.config_key(k, f"fixed.{k}"): _plain(v) for k, v in (spec.fixed or {}).items()}
+        metric = spec.metric if spec.metric is not None else fixed.get("evaluation.metric", DEFAULT_METRIC)
+        if fixed.get("evaluation.metric", metric) != metric:
+            raise self.err(
+                f"is {metric!r} but fixed evaluation.metric is {fixed['evaluation.metric']!r}; set the metric in one place",
+                "metric",
+            )
+        # The fixed values and the metric are checked together: the metric's rule depends on evaluation.k.
         try:
             self.probe = self.probe.replace(**fixed, **{"evaluation.metric": metric})
         except AutoembedError as exc:
-            message = exc.message
             if exc.key in fixed:
-                where, key, path = top["fixed"], exc.key, f"fixed.{exc.key}"
-            elif exc.key == "evaluation.metric":
-                where, key, path = top, "metric", "metric"
-                if "metric" not in top:
-                    message += " (the default; set 'metric' to one the k values allow)"
-            else:
-                where, key, path = top, "fixed", "fixed"
-            raise self.err(message, where, key, path) from None
+                raise self.err(exc.message, f"fixed.{exc.key}") from None
+            default = " (the default; set 'metric' to one the k values allow)" if spec.metric is None else ""
+            raise self.err(exc.message + default, "metric" if exc.key == "evaluation.metric" else "fixed") from None
+        space = SearchSpace(
+            params=self.params(spec.params or {}, fixed),
+            fixed=fixed,
+            metric=metric,
+            name=spec.name,
+            pruner=self.pruner(spec.pruner, "pruner") if spec.pruner is not None else dict(DEFAULT_PRUNER),
+            sampler=spec.sampler.model_dump(exclude_none=True) if spec.sampler else dict(DEFAULT_SAMPLER),
+            file=self.file,
+            lines=self.lines,
+        )
+        points = spec.starting_points or []
+        space.starting_points = [self.point(p, f"starting_points[{i}]", space) for i, p in enumerate(points)]
+        return space
 
-    def metric(self, top: Mapping[str, Any], fixed: dict[str, Any]) -> str:
-        metric = top.get("metric", fixed.get("evaluation.metric", DEFAULT_METRIC))
-        if not isinstance(metric, str):
-            raise self.err(
-                f"must be a string such as recall@10, got {_type_name(metric)} {metric!r}", top, "metric", "metric"
-            )
-        if "evaluation.metric" in fixed and fixed["evaluation.metric"] != metric:
-            raise self.err(
-                f"is {metric!r} but fixed evaluation.metric is {fixed['evaluation.metric']!r}; set the metric in one place",
-                top,
-                "metric",
-                "metric",
-            )
-        return metric
-
-    # --- params ----------------------------------------------------------------------------------------
-
-    def params(self, value: Any, top: Mapping[str, Any], fixed: dict[str, Any]) -> dict[str, Param]:
-        if value is None:
-            return {}
-        specs = self.mapping(value, top, "params", "params")
+    def params(self, specs: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:
         params: dict[str, Param] = {}
         for name, spec in specs.items():
-            path = f"params.{name}"
-            self.note(specs, name, path)
             if not _NAME.match(name):
-                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", specs, name, path)
-            spec = self.mapping(spec, specs, name, path)
-            params[name] = self.param(name, spec, specs, params)
-        self.check_targets(params, fixed, specs)
-        seen: dict[str, str] = {}
-        for param in params.values():
-            for optuna_name in param.optuna_names():
-                other = seen.get(optuna_name) or (
-                    optuna_name if optuna_name in params and optuna_name != param.name else None
-                )
-                if other:
-                    raise self.err(
-                        f"its Optuna name {optuna_name!r} clashes with param {other!r}; rename one of them",
-                        specs,
-                        param.name,
-                        f"params.{param.name}",
-                    )
-                seen[optuna_name] = param.name
-        return params
-
-    def param(self, name: str, spec: Mapping[str, Any], specs: Mapping[str, Any], earlier: dict[str, Param]) -> Param:
-        path = f"params.{name}"
-        kind = spec.get("type")
-        if kind is None:
-            raise self.err(f"is missing 'type'; expected one of: {', '.join(PARAM_TYPES)}", specs, name, path)
-        if kind not in PARAM_TYPES:
-            raise self.err(
-                f"unknown type {kind!r}; expected one of: {', '.join(PARAM_TYPES)}", spec, "type", path + ".type"
-            )
-        allowed = COMMON_KEYS + PARAM_TYPES[kind]
-        for key in spec:
-            if key not in allowed:
-                every = set(COMMON_KEYS).union(*PARAM_TYPES.values())
-                what = f"a {kind} param" if key in every else "a param spec"
-                raise self.err(
-                    f"unknown key {key!r} in {what}; expected one of: {', '.join(allowed)}", spec, key, f"{path}.{key}"
-                )
-
-        target = spec.get("target")
-        if target is None:
-            target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
-            if target is None:
-                raise self.err(
-                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
-                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
-                    specs,
-                    name,
-                    path,
-                )
-        else:
-            self.config_key(target, spec, "target", f"{path}.target")
-
-        lines = dict(getattr(spec, "lines", {}))
-        if name in getattr(specs, "lines", {}):
-            lines[""] = specs.lines[name]
-        fields: dict[str, Any] = {}
-        if kind in ("float", "int"):
-            fields = self.range(kind, spec, path, target)
-        elif kind == "categorical":
-            fields["choices"] = self.choices(spec, path, target)
-        else:
-            if "value" not in spec:
-                raise self.err("a fixed param needs 'value'", specs, name, path)
-            value = _coerce(_plain(spec["value"]), target)
-            self.check_value(target, value, spec, "value", f"{path}.value")
-            fields["value"] = value
-        when = self.when(spec.get("when"), spec, path, earlier) if "when" in spec else None
-        return Param(name=name, type=kind, target=target, when=when, file=self.file, lines=lines, **fields)
-
-    def number(self, value: Any, integer: bool, spec: Mapping[str, Any], key: str, path: str) -> int | float:
-        if integer:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            raise self.err(f"must be an int, got {_type_name(value)} {value!r}", spec, key, path)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not _is_number(value) or not math.isfinite(value):
-            raise self.err(f"must be a number, got {_type_name(value)} {value!r}", spec, key, path)
-        return float(value)
-
-    def range(self, kind: str, spec: Mapping[str, Any], path: str, target: str) -> dict[str, Any]:
-        integer = kind == "int"
-        out: dict[str, Any] = {}
-        for key in ("low", "high"):
-            if key not in spec:
-                raise self.err(f"a {kind} param needs 'low' and 'high'", spec, "type", f"{path}.{key}")
-            out[key] = self.number(spec[key], integer, spec, key, f"{path}.{key}")
-        log = spec.get("log", False)
-        if not isinstance(log, bool):
-            raise self.err(f"must be true or false, got {_type_name(log)} {log!r}", spec, "log", f"{path}.log")
-        out["log"] = log
-        step = spec.get("step")
-        if step is not None:
-            step = self.number(step, integer, spec, "step", f"{path}.step")
-            if step <= 0:
-                raise self.err(f"must be > 0, got {step!r}", spec, "step", f"{path}.step")
-            if log:
-                raise self.err(
-                    "cannot be combined with log: true (Optuna samples a log range without steps)",
-                    spec,
-                    "step",
-                    f"{path}.step",
-                )
-        out["step"] = step
-        low, high = out["low"], out["high"]
-        if low > high:
-            raise self.err(f"must be <= high ({high!r}), got low={low!r}", spec, "low", f"{path}.low")
-        if log and low <= 0:
-            raise self.err(f"must be > 0 with log: true, got {low!r}", spec, "low", f"{path}.low")
-        if step is not None:
-            k = (high - low) / step
-            if not math.isclose(k, round(k), abs_tol=1e-8):
-                raise self.err(
-                    f"high - low ({high - low!r}) must be a multiple of step ({step!r})", spec, "step", f"{path}.step"
-                )
-        for key in ("low", "high"):
-            self.check_value(target, out[key], spec, key, f"{path}.{key}")
-        return out
-
-    def choices(self, spec: Mapping[str, Any], path: str, target: str) -> tuple[Any, ...]:
-        if "choices" not in spec:
-            raise self.err("a categorical param needs 'choices'", spec, "type", f"{path}.choices")
-        raw = spec["choices"]
-        if not isinstance(raw, list):
-            raise self.err(f"must be a list, got {_type_name(raw)} {raw!r}", spec, "choices", f"{path}.choices")
-        if not raw:
-            raise self.err("must not be empty, got []", spec, "choices", f"{path}.choices")
-        choices: list[Any] = []
-        for c in raw:
-            if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise self.err(
-                    f"each choice must be null, a bool, a number or a string, got {_type_name(c)} {c!r}",
-                    spec,
-                    "choices",
-                    f"{path}.choices",
-                )
-            c = _coerce(c, target)
-            if any(_same(c, d) for d in choices):
-                raise self.err(f"{c!r} is listed twice", spec, "choices", f"{path}.choices")
-            self.check_value(target, c, spec, "choices", f"{path}.choices")
-            choices.append(c)
-        return tuple(choices)
-
-    def when(self, value: Any, spec: Mapping[str, Any], path: str, earlier: dict[str, Param]) -> Condition:
-        path = f"{path}.when"
-        when = self.mapping(value, spec, "when", path)
-        self.known_keys(when, ("param", *CONDITION_OPS), path + ".", "a condition")
-        ref = when.get("param")
-        if ref not in earlier:
-            raise self.err(
-                f"names {ref!r}, which is not a param declared above; expected one of: {', '.join(earlier) or '(none)'}",
-                when,
-                "param",
-                f"{path}.param",
-            )
-        ops = [op for op in CONDITION_OPS if op in when]
-        if len(ops) != 1:
-            raise self.err(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {ops or 'none'}", spec, "when", path)
-        op, parent = ops[0], earlier[ref]
-        if op == "in":
-            raw = when["in"]
-            if not isinstance(raw, list) or not raw:
-                raise self.err(f"must be a non-empty list, got {raw!r}", when, "in", f"{path}.in")
-            values = tuple(_coerce(v, parent.target) for v in raw)
-            for v in values:
-                if parent.type == "fixed":
-                    # A branch a fixed param does not take yet is fine: editing the value switches it on.
-                    self.check_value(parent.target, v, when, "in", f"{path}.in")
-                elif not parent.contains(v):
-                    offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
-                    raise self.err(f"{v!r} is not a value {ref!r} can take ({offered})", when, "in", f"{path}.in")
-            return Condition(ref, "in", values)
-        return Condition(ref, op, self.number(when[op], False, when, op, f"{path}.{op}"))
-
-    def check_targets(self, params: dict[str, Param], fixed: dict[str, Any], specs: Mapping[str, Any]) -> None:
+                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", f"params.{name}")
+            params[name] = self.param(name, spec, params)
         by_target: dict[str, Param] = {}
         for param in params.values():
+            path = f"params.{param.name}"
             if param.target in fixed and param.when is None:
                 raise self.err(
                     f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "
                     "Remove one of them",
-                    specs,
-                    param.name,
-                    f"params.{param.name}",
+                    path,
                 )
             other = by_target.get(param.target)
             if other is not None and not _exclusive(param, other):
                 raise self.err(
                     f"sets {param.target}, like param {other.name!r}; two params may share a target only when "
                     "their 'when: {param: X, in: [...]}' lists are disjoint",
-                    specs,
-                    param.name,
-                    f"params.{param.name}",
+                    path,
                 )
             by_target[param.target] = param
+        seen: dict[str, str] = {}
+        for param in params.values():
+            for name in param.optuna_names():
+                other = seen.get(name) or (name if name in params and name != param.name else None)
+                if other:
+                    raise self.err(
+                        f"its Optuna name {name!r} clashes with param {other!r}; rename one of them",
+                        f"params.{param.name}",
+                    )
+                seen[name] = param.name
+        return params
 
-    # --- pruner, sampler, starting points --------------------------------------------------------------
+    def param(self, name: str, spec: Param, earlier: dict[str, Param]) -> Param:
+        path = f"params.{name}"
+        target = spec.target
+        if target is None:
+            target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
+            if target is None:
+                raise self.err(
+                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
+                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
+                    path,
+                )
+        update: dict[str, Any] = {"target": self.config_key(target, f"{path}.target")}
+        if isinstance(spec, _Categorical):
+            update["choices"] = choices = tuple(_coerce(c, target) for c in spec.choices)
+            for i, c in enumerate(choices):
+                if any(_same(c, d) for d in choices[:i]):
+                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
+                self.check_value(target, c, f"{path}.choices")
+        elif isinstance(spec, _Fixed):
+            update["value"] = _coerce(_plain(spec.value), target)
+            self.check_value(target, update["value"], f"{path}.value")
+        else:
+            for key in ("low", "high"):
+                self.check_value(target, getattr(spec, key), f"{path}.{key}")
+        if spec.when is not None:
+            update["when"] = self.when(spec.when, f"{path}.when", earlier)
+        param = spec.model_copy(update=update)
+        param._name, param._file = name, self.file
+        param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.lines.get(path)}
+        return param
 
-    def pruner(self, value: Any, where: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
-        spec = self.mapping(value, where, key, path)
+    def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> Condition:
+        if cond.param not in earlier:
+            raise self.err(
+                f"names {cond.param!r}, which is not a param declared above; "
+                f"expected one of: {', '.join(earlier) or '(none)'}",
+                f"{path}.param",
+            )
+        if cond.op != "in":
+            return cond
+        parent = earlier[cond.param]
+        values = tuple(_coerce(v, parent.target) for v in cond.value)
+        for v in values:
+            if parent.type == "fixed":
+                # A branch a fixed param does not take yet is fine: editing the value switches it on.
+                self.check_value(parent.target, v, f"{path}.in")
+            elif not parent.contains(v):
+                offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
+                raise self.err(f"{v!r} is not a value {cond.param!r} can take ({offered})", f"{path}.in")
+        return cond.model_copy(update={"in_": values})
+
+    def pruner(self, spec: Any, path: str) -> dict[str, Any]:
+        """A pruner's arguments, checked against the signature of its Optuna class and then by Optuna itself."""
+        if not isinstance(spec, Mapping):
+            raise self.err(f"must be a mapping, got {_type_name(spec)} {spec!r}", path)
         kind = spec.get("type")
         if kind not in PRUNERS:
-            raise self.err(
-                f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}",
-                spec,
-                "type" if "type" in spec else None,
-                f"{path}.type",
-            )
-        cls = PRUNERS[kind]
-        signature = _pruner_signature(cls)
-        if cls is optuna.pruners.PatientPruner:
-            signature.pop("wrapped_pruner")
+            raise self.err(f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}", f"{path}.type")
+        signature, hints = _pruner_signature(PRUNERS[kind]), typing.get_type_hints(PRUNERS[kind].__init__)
+        allowed = ("type", *signature)
+        if signature.pop("wrapped_pruner", None):  # PatientPruner: the wrapped pruner is a spec of its own
             allowed = ("type", "wrapped", *signature)
-        else:
-            allowed = ("type", *signature)
-        self.known_keys(spec, allowed, path + ".", f"a {kind} pruner")
+        for key in spec:
+            if key not in allowed:
+                raise self.err(f"unknown key {key!r} in a {kind} pruner; expected one of: {', '.join(allowed)}", f"{path}.{key}")
         out: dict[str, Any] = {"type": kind}
         for name, param in signature.items():
-            if name not in spec:
-                if param.default is inspect.Parameter.empty:
-                    raise self.err(f"a {kind} pruner needs {name!r}", spec, "type", f"{path}.{name}")
-                continue
-            out[name] = self.pruner_arg(spec[name], _annotation_types(param), spec, name, f"{path}.{name}")
+            if name in spec:
+                out[name] = self.pruner_arg(spec[name], hints.get(name, Any), f"{path}.{name}")
+            elif param.default is inspect.Parameter.empty:
+                raise self.err(f"a {kind} pruner needs {name!r}", f"{path}.{name}")
         if "wrapped" in spec:
-            out["wrapped"] = self.pruner(spec["wrapped"], spec, "wrapped", f"{path}.wrapped")
+            out["wrapped"] = self.pruner(spec["wrapped"], f"{path}.wrapped")
         try:
             _make_pruner(out)
         except (ValueError, TypeError) as exc:
             name = next((n for n in out if n != "type" and n in str(exc)), None)
-            raise self.err(
-                f"Optuna rejects this {kind} pruner: {exc}", spec, name or "type", f"{path}.{name}" if name else path
-            ) from None
+            raise self.err(f"Optuna rejects this {kind} pruner: {exc}", f"{path}.{name}" if name else path) from None
         return out
 
-    def pruner_arg(self, value: Any, types: set[str], spec: Mapping[str, Any], key: str, path: str) -> Any:
-        if not types:
-            return _plain(value)
-        if isinstance(value, str) and "float" in types and "str" not in types:
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = (
-            (value is None and "None" in types)
-            or (isinstance(value, bool) and "bool" in types)
-            or (_is_number(value) and isinstance(value, int) and bool({"int", "float"} & types))
-            or (isinstance(value, float) and "float" in types)
-            or (isinstance(value, str) and "str" in types)
-        )
-        if not ok:
-            expected = " or ".join(sorted("null" if t == "None" else t for t in types))
-            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", spec, key, path)
-        if isinstance(value, int) and not isinstance(value, bool) and "int" not in types:
-            value = float(value)
-        return value
+    def pruner_arg(self, value: Any, hint: Any, path: str) -> Any:
+        types = typing.get_args(hint) or (hint,)
+        try:
+            if isinstance(value, bool) and bool not in types:  # pydantic would read true as 1
+                raise ValueError
+            return TypeAdapter(hint).validate_python(_plain(value))
+        except (ValueError, ValidationError):
+            expected = " or ".join(sorted("null" if t is type(None) else t.__name__ for t in types))
+            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", path) from None
 
-    def sampler(self, value: Any, top: Mapping[str, Any]) -> dict[str, Any]:
-        spec = self.mapping(value, top, "sampler", "sampler")
-        kind = spec.get("type")
-        if kind not in SAMPLERS:
-            raise self.err(
-                f"unknown sampler {kind!r}; expected one of: {', '.join(SAMPLERS)}", spec, "type", "sampler.type"
-            )
-        self.known_keys(spec, ("type", *SAMPLERS[kind]), "sampler.", f"a {kind} sampler")
-        out: dict[str, Any] = {"type": kind}
-        if "n_startup_trials" in spec:
-            n = spec["n_startup_trials"]
-            if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
-                raise self.err(f"must be an int >= 0, got {n!r}", spec, "n_startup_trials", "sampler.n_startup_trials")
-            out["n_startup_trials"] = n
-        return out
-
-    def starting_points(self, value: Any, top: Mapping[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.err(
-                f"must be a list of mappings, got {_type_name(value)}", top, "starting_points", "starting_points"
-            )
-        points = []
-        for i, raw in enumerate(value):
-            prefix = f"starting_points[{i}]"
-            point = self.mapping(raw, top, "starting_points", prefix)
-            for key in point:
-                self.note(point, key, f"{prefix}.{key}")
-                if key not in space.params:
-                    raise self.err(
-                        f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}",
-                        point,
-                        key,
-                        f"{prefix}.{key}",
-                    )
-            values = {k: _coerce(_plain(v), space.params[k].target) for k, v in point.items()}
-            self.check_point(values, point, prefix, space)
-            points.append(values)
-        return points
-
-    def check_point(self, values: dict[str, Any], point: Mapping[str, Any], prefix: str, space: SearchSpace) -> None:
+    def point(self, point: dict[str, Any], prefix: str, space: SearchSpace) -> dict[str, Any]:
+        """One starting point, checked against the params' distributions and conditions."""
+        for key in point:
+            if key not in space.params:
+                raise self.err(
+                    f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}",
+                    f"{prefix}.{key}",
+                )
+        values = {k: _coerce(_plain(v), space.params[k].target) for k, v in point.items()}
         known: dict[str, Any] = {}  # params whose value this point settles
         unknown: set[str] = set()  # params the sampler still decides
         for param in space.params.values():
-            path = f"{prefix}.{param.name}"
-            parent = param.when.param if param.when is not None else None
-            if parent in unknown:
-                if param.name in values:
-                    raise self.err(
-                        f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too",
-                        point,
-                        param.name,
-                        path,
-                    )
-                unknown.add(param.name)
-                continue
-            active = param.when is None or param.when.holds(known)
+            path, parent = f"{prefix}.{param.name}", param.when.param if param.when is not None else None
+            active = parent not in unknown and (param.when is None or param.when.holds(known))
             if param.name not in values:
-                if active and param.type == "fixed":
-                    known[param.name] = param.value
-                elif active:
+                if parent in unknown or (active and param.type != "fixed"):
                     unknown.add(param.name)
+                elif active:
+                    known[param.name] = param.value
                 continue
             value = values[param.name]
+            if parent in unknown:
+                raise self.err(f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too", path)
             if not active:
                 has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
                 raise self.err(
                     f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}",
-                    point,
-                    param.name,
                     path,
                 )
             if not param.contains(value):
-                raise self.err(
-                    f"{value!r} is outside the param's distribution {param.describe()}", point, param.name, path
-                )
+                raise self.err(f"{value!r} is outside the param's distribution {param.describe()}", path)
             known[param.name] = value
+        return values
 
 
 def _exclusive(a: Param, b: Param) -> bool:
