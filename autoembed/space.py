@@ -1,38 +1,22 @@
 """The search space: which hyperparameters a study samples, and how one sample becomes a :class:`TrialConfig`.
 
-A space is a YAML file (see ``search_spaces/``)::
+A space is a YAML file (format: README, "Search spaces"; examples in ``search_spaces/``) with ``params``
+(name -> spec, sampled in file order), ``fixed``, ``metric``, ``pruner``, ``sampler`` and ``starting_points``.
+A param conditional on ``when: {param: X, in: [...]}`` gets one Optuna name per branch, ``<name>_<value>``
+(``margin_contrastive``, ``margin_triplet``), so each Optuna name keeps one fixed distribution and TPE models
+each branch apart. Attention heads are restricted to divisors of the backbone's hidden size (the choices are
+filtered before the distribution is made, so it is fixed for a given backbone); the projection ``output_dim``
+is clamped to its input width after sampling (:func:`autoembed.config.finalize`).
 
-    name: default                  # optional, shown in provenance and dashboards
-    metric: recall@10              # optional; the study's objective, copied to evaluation.metric
-    params:                        # name -> spec, sampled in this order
-      loss: {type: categorical, choices: [infonce, triplet, contrastive]}
-      margin: {type: float, low: 0.05, high: 1.0, when: {param: loss, in: [contrastive, triplet]}}
-      backbone_lr: {type: float, low: 1.0e-5, high: 2.0e-4, log: true}
-      adapter_depth: {type: int, low: 0, high: 2}
-      adapter_width: {type: categorical, choices: [256, 512], when: {param: adapter_depth, gt: 0}}
-    fixed:                         # dotted config key -> value, for every trial
-      training.max_steps: 2000
-    pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 200}
-    sampler: {type: tpe, n_startup_trials: 10}
-    starting_points:               # enqueued first, in this order
-      - {loss: infonce, backbone_lr: 5.0e-5}
-
-A param spec has ``type`` (float, int, categorical, fixed) and, by type, ``low``/``high``/``log``/``step``,
-``choices`` or ``value``; ``target`` is the dotted config key it sets (default: :data:`DEFAULT_TARGETS`,
-or the name itself when it is a config key); ``when`` makes it conditional on an earlier param with one of
-``in`` (a list), ``gt``, ``ge``, ``lt``, ``le``.
-
-A param conditional on ``in`` gets one Optuna name per branch, ``<name>_<value>`` (``margin_contrastive``,
-``margin_triplet``), so each Optuna name keeps one fixed distribution and TPE models each branch apart.
-
-Two constraints keep every sample buildable on the backbone: attention heads are restricted to divisors
-of its hidden size (the choices are filtered before the distribution is made, so it is fixed for a given
-backbone), and the projection ``output_dim`` is clamped to its input width after sampling (the
-distribution stays the same; the trial records the clamp in its ``clamped`` user attribute).
+pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union);
+what only autoembed knows is checked after it: targets and values against the config's own rules, params
+against each other, pruners against Optuna's signatures, starting points against the params. Every error
+names a place by its dotted path, and the line table of the loaded YAML gives its line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import math
@@ -40,30 +24,18 @@ import re
 import typing
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import optuna
+import pydantic
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StrictBool,
-    StrictInt,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_keys, finalize
+from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
-from autoembed.yamlio import load_yaml
+from autoembed.yamlio import line_table, load_yaml, plain
 
 __all__ = ["DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "Condition", "Param", "SearchSpace"]
 
@@ -99,7 +71,6 @@ DEFAULT_TARGETS: dict[str, str] = {
 HEADS_KEY = "architecture.attention_heads"
 PARAM_TYPES = ("float", "int", "categorical", "fixed")
 CONDITION_OPS = ("in", "gt", "ge", "lt", "le")
-
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
@@ -112,8 +83,6 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 }
 DEFAULT_PRUNER = {"type": "median"}
 SAMPLERS = ("tpe", "random")
-DEFAULT_SAMPLER = {"type": "tpe"}
-
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -128,13 +97,13 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-_Number = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+_Number = Annotated[float, pydantic.BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
-    """One mapping of a space file: pydantic rejects unknown keys; ``what`` names the mapping in messages."""
+    """One mapping of a space file: unknown keys are errors; ``what`` names the mapping in messages."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
     what: ClassVar[str] = "a search space"
 
 
@@ -151,18 +120,19 @@ class Condition(_Strict):
 
     @model_validator(mode="after")
     def _one_test(self) -> Condition:
-        tests = [op for op in CONDITION_OPS if getattr(self, op.replace("in", "in_")) is not None]
-        if len(tests) != 1:
+        if len(tests := [k for k in self.to_dict() if k != "param"]) != 1:
             raise _fail(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {tests or 'none'}")
         return self
 
     @property
-    def op(self) -> str:  # one of CONDITION_OPS
-        return next(op for op in CONDITION_OPS if getattr(self, op.replace("in", "in_")) is not None)
+    def op(self) -> str:
+        """One of :data:`CONDITION_OPS`."""
+        return next(op for op in CONDITION_OPS if getattr(self, "in_" if op == "in" else op) is not None)
 
     @property
-    def value(self) -> Any:  # a tuple for "in", a number otherwise
-        return getattr(self, self.op.replace("in", "in_"))
+    def value(self) -> Any:
+        """A tuple for ``in``, a number otherwise."""
+        return self.in_ if self.op == "in" else getattr(self, self.op)
 
     def holds(self, values: Mapping[str, Any]) -> bool:
         """Whether the condition holds for the values sampled so far (an inactive param never passes)."""
@@ -176,7 +146,7 @@ class Condition(_Strict):
         return {"gt": v > self.value, "ge": v >= self.value, "lt": v < self.value, "le": v <= self.value}[self.op]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"param": self.param, self.op: list(self.value) if self.op == "in" else self.value}
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class Param(_Strict):
@@ -185,14 +155,13 @@ class Param(_Strict):
     type: str
     target: str | None = None  # the parser fills in the default
     when: Condition | None = None
-    _name: str = PrivateAttr("")
-    _file: str | None = PrivateAttr(None)
-    _lines: dict[str, int] = PrivateAttr(default_factory=dict)  # spec key -> line; "" -> the name's line
+    _name: str = pydantic.PrivateAttr("")
+    _file: str | None = pydantic.PrivateAttr(None)
+    _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)  # spec key -> line; "" -> the name's
 
     name = property(lambda self: self._name)
     file = property(lambda self: self._file)
     lines = property(lambda self: self._lines)
-
 
     def optuna_name(self, values: Mapping[str, Any]) -> str:
         """The Optuna name under the values sampled so far: ``margin_triplet`` when ``loss`` is triplet."""
@@ -212,7 +181,7 @@ class Param(_Strict):
         """The Optuna distribution; attention heads are limited to divisors of ``hidden_size`` when given."""
         heads = self.target == HEADS_KEY and hidden_size is not None
         if self.type == "categorical":
-            choices = self.choices or ()
+            choices = self.choices
             if heads:
                 choices = tuple(c for c in choices if c is None or hidden_size % c == 0)
                 self._need_heads(choices, hidden_size, "choices")
@@ -243,29 +212,18 @@ class Param(_Strict):
         if self.type == "fixed":
             return _same(value, self.value)
         if self.type == "categorical":
-            return any(_same(value, c) for c in self.choices or ())
+            return any(_same(value, c) for c in self.choices)
         if self.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
             return False
         if not _is_number(value) or not self.low <= value <= self.high:
             return False
-        if self.step:
-            k = (value - self.low) / self.step
-            return math.isclose(k, round(k), abs_tol=1e-8)
-        return True
+        return not self.step or math.isclose(k := (value - self.low) / self.step, round(k), abs_tol=1e-8)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "target": self.target}
-        if self.type in ("float", "int"):
-            out.update(low=self.low, high=self.high, log=self.log, step=self.step)
-        elif self.type == "categorical":
-            out["choices"] = list(self.choices or ())
-        else:
-            out["value"] = self.value
+        out = self.model_dump(mode="json", exclude={"when"})
         if self.when is not None:
             out["when"] = self.when.to_dict()
-        out["optuna_names"] = self.optuna_names()
-        return out
-
+        return {**out, "optuna_names": self.optuna_names()}
 
 
 class _Range(Param):
@@ -304,18 +262,16 @@ class _Int(_Range):
     step: StrictInt | None = Field(None, gt=0)
 
 
+def _scalar(choice: Any) -> Any:
+    if choice is None or isinstance(choice, (bool, int, float, str)):
+        return choice
+    raise _fail(f"each choice must be null, a bool, a number or a string, got {_type_name(choice)} {choice!r}")
+
+
 class _Categorical(Param):
     what: ClassVar[str] = "a categorical param"
     type: Literal["categorical"]
-    choices: tuple[Any, ...] = Field(min_length=1)
-
-    @field_validator("choices")
-    @classmethod
-    def _scalars(cls, choices: tuple[Any, ...]) -> tuple[Any, ...]:
-        for c in choices:
-            if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise _fail(f"each choice must be null, a bool, a number or a string, got {_type_name(c)} {c!r}")
-        return choices
+    choices: tuple[Annotated[Any, pydantic.AfterValidator(_scalar)], ...] = Field(min_length=1)
 
 
 class _Fixed(Param):
@@ -335,30 +291,22 @@ class _Random(_Strict):
     type: Literal["random"]
 
 
-class _Space(_Strict):
-    name: str | None = None
-    metric: str | None = None
-    params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] | None = None
-    fixed: dict[str, Any] | None = None
-    pruner: dict[str, Any] | None = None  # checked against Optuna's signatures by _Parser
-    sampler: Annotated[_Tpe | _Random, Field(discriminator="type")] | None = None
-    starting_points: list[dict[str, Any]] | None = None
-
-
-@dataclass
-class SearchSpace:
+class SearchSpace(_Strict):
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
 
-    params: dict[str, Param] = field(default_factory=dict)
-    fixed: dict[str, Any] = field(default_factory=dict)
-    metric: str = DEFAULT_METRIC
     name: str | None = None
-    pruner: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRUNER))
-    sampler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
-    starting_points: list[dict[str, Any]] = field(default_factory=list)
-    file: str | None = None
-    # Line of each place in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
-    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    metric: str | None = None  # from_dict fills in the default
+    params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] = {}
+    fixed: dict[str, Any] = {}
+    pruner: dict[str, Any] = DEFAULT_PRUNER  # checked against Optuna's signatures by from_dict
+    sampler: Annotated[_Tpe | _Random, Field(discriminator="type")] = _Tpe(type="tpe")
+    starting_points: list[dict[str, Any]] = []
+    _file: str | None = pydantic.PrivateAttr(None)
+    # Line of each key in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
+    _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)
+
+    file = property(lambda self: self._file)
+    lines = property(lambda self: self._lines)
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> SearchSpace:
@@ -367,7 +315,15 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
         """Parse and validate a space; every mistake is an :class:`AutoembedError` naming file, line and key."""
-        return _Parser(data, getattr(data, "file", None) or file).space()
+        lines = line_table(data)
+        try:
+            # A key left empty (``fixed:`` with every entry commented out) is as if absent.
+            space = cls.model_validate({k: v for k, v in data.items() if v is not None})
+        except ValidationError as exc:
+            raise _error(getattr(data, "file", None) or file, lines, *_explain(exc, data)) from None
+        space._file, space._lines = getattr(data, "file", None) or file, lines
+        _Checks(space, data).run()
+        return space
 
     @property
     def conditional(self) -> bool:
@@ -399,12 +355,8 @@ class SearchSpace:
         arch = config.architecture
         if arch.attention_heads is not None and hidden_size % arch.attention_heads:
             file, line, key = self._source(HEADS_KEY)
-            raise AutoembedError(
-                f"must divide the backbone's hidden size {hidden_size}, got {arch.attention_heads}",
-                file=file,
-                line=line,
-                key=key,
-            )
+            msg = f"must divide the backbone's hidden size {hidden_size}, got {arch.attention_heads}"
+            raise AutoembedError(msg, file=file, line=line, key=key)
         config, adjusted = finalize(config, hidden_size=hidden_size, threads=threads)
         if adjusted:
             trial.set_user_attr("clamped", adjusted)
@@ -414,14 +366,8 @@ class SearchSpace:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
         values = [self.fixed[target]] if target in self.fixed else []
         for p in self.params.values():
-            if p.target != target:
-                continue
-            if p.type == "fixed":
-                values.append(p.value)
-            elif p.type == "categorical":
-                values.extend(c for c in p.choices if c is not None)
-            else:
-                values.append(p.high)
+            if p.target == target:
+                values.extend([p.value] if p.type == "fixed" else p.choices if p.type == "categorical" else [p.high])
         values = [v for v in values if v is not None]
         return max(values) if values else None
 
@@ -433,18 +379,15 @@ class SearchSpace:
         out = []
         for i, point in enumerate(self.starting_points):
             params: dict[str, Any] = {}
-            for name, value, optuna_name in self._resolve_point(point):
-                param = self.params[name]
-                if optuna_name is None:
-                    continue
+            for param, value, optuna_name in self._resolve(point, f"starting_points[{i}]"):
                 dist = param.distribution(hidden_size=hidden_size)
                 if isinstance(dist, CategoricalDistribution) and not any(_same(value, c) for c in dist.choices):
-                    raise AutoembedError(
+                    raise _error(
+                        self.file,
+                        self.lines,
                         f"{value!r} is not possible with this backbone (hidden size {hidden_size}); "
                         f"expected one of {list(dist.choices)}",
-                        file=self.file,
-                        line=self.lines.get(f"starting_points[{i}].{name}"),
-                        key=f"starting_points[{i}].{name}",
+                        f"starting_points[{i}].{param.name}",
                     )
                 params[optuna_name] = value
             out.append(params)
@@ -455,9 +398,9 @@ class SearchSpace:
 
     def build_sampler(self, *, seed: int | None, n_workers: int) -> optuna.samplers.BaseSampler:
         """TPE (multivariate; grouped when params are conditional; constant liar with parallel workers) or random."""
-        if self.sampler["type"] == "random":
+        if self.sampler.type == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        kwargs = {k: v for k, v in self.sampler.items() if k != "type"}
+        kwargs = self.sampler.model_dump(exclude={"type"}, exclude_none=True)
         with warnings.catch_warnings():
             # ``group`` is marked experimental; it is what keeps conditional branches apart.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -473,24 +416,42 @@ class SearchSpace:
             "metric": self.metric,
             "params": {name: p.describe() for name, p in self.params.items()},
             "fixed": dict(self.fixed),
-            "pruner": _plain(self.pruner),
-            "sampler": dict(self.sampler),
+            "pruner": plain(self.pruner),
+            "sampler": self.sampler.model_dump(exclude_none=True),
             "starting_points": [dict(p) for p in self.starting_points],
         }
 
     # --- internals -------------------------------------------------------------------------------------
 
-    def _resolve_point(self, point: Mapping[str, Any]) -> list[tuple[str, Any, str | None]]:
-        """(name, value, optuna name or None for a fixed param) for each param the point sets."""
-        known: dict[str, Any] = {}
+    def _resolve(self, point: Mapping[str, Any], prefix: str) -> list[tuple[Param, Any, str]]:
+        """(param, value, Optuna name) for each sampled param ``point`` sets; a point that does not fit the
+        params (a value outside its param, a param its conditions leave inactive) is an error."""
+        known: dict[str, Any] = {}  # params whose value this point settles
+        unknown: set[str] = set()  # params the sampler still decides
         out = []
         for param in self.params.values():
-            active = param.when is None or param.when.holds(known)
-            if param.name in point and active:
-                known[param.name] = point[param.name]
-                out.append((param.name, point[param.name], None if param.type == "fixed" else param.optuna_name(known)))
-            elif param.type == "fixed" and active:
-                known[param.name] = param.value
+            path, parent = f"{prefix}.{param.name}", param.when.param if param.when is not None else None
+            active = parent not in unknown and (param.when is None or param.when.holds(known))
+            if param.name not in point:
+                if parent in unknown or (active and param.type != "fixed"):
+                    unknown.add(param.name)
+                elif active:
+                    known[param.name] = param.value
+                continue
+            value = point[param.name]
+            if parent in unknown:
+                msg = f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too"
+                raise _error(self.file, self.lines, msg, path)
+            if not active:
+                has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
+                msg = f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}"
+                raise _error(self.file, self.lines, msg, path)
+            if not param.contains(value):
+                msg = f"{value!r} is outside the param's distribution {param.describe()}"
+                raise _error(self.file, self.lines, msg, path)
+            known[param.name] = value
+            if param.type != "fixed":
+                out.append((param, value, param.optuna_name(known)))
         return out
 
     def _apply(self, base: TrialConfig, updates: dict[str, Any]) -> TrialConfig:
@@ -498,9 +459,7 @@ class SearchSpace:
             return base.replace(**updates)
         except AutoembedError as exc:
             file, line, key = self._source(exc.key or "")
-            raise AutoembedError(
-                f"the sampled config is invalid: {exc.message}", file=file, line=line, key=key
-            ) from None
+            raise AutoembedError(f"the sampled config is invalid: {exc.message}", file=file, line=line, key=key) from None
 
     def _source(self, config_key: str) -> tuple[str | None, int | None, str]:
         """Where a config key's value came from: a param, a fixed entry, or else the base config."""
@@ -514,105 +473,189 @@ class SearchSpace:
         return None, None, config_key
 
 
-def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, list(dist.choices))
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    assert isinstance(dist, FloatDistribution)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+class _Checks:
+    """What pydantic cannot check: targets and values against the config's rules, params against each other,
+    the pruner against Optuna, starting points against the params. Fills in what the file leaves out."""
 
+    def __init__(self, space: SearchSpace, data: Any):
+        self.space, self.data = space, data
+        # A config with every required field filled, to check values against the config's own rules.
+        self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
 
-def _make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
-    kwargs = {k: v for k, v in spec.items() if k not in ("type", "wrapped")}
-    cls = PRUNERS[spec["type"]]
-    if cls is optuna.pruners.PatientPruner:
-        wrapped = spec.get("wrapped")
-        kwargs["wrapped_pruner"] = _make_pruner(wrapped) if wrapped is not None else None
-    with warnings.catch_warnings():
-        # PatientPruner and WilcoxonPruner are marked experimental; choosing one in the file is the opt-in.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(**kwargs)
+    def err(self, message: str, path: str) -> AutoembedError:
+        return _error(self.space.file, self.space.lines, message, path)
 
-
-def _pruner_signature(cls: type) -> dict[str, inspect.Parameter]:
-    params = inspect.signature(cls.__init__).parameters
-    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return {n: p for n, p in params.items() if n != "self" and p.kind not in skip}
-
-
-def _annotation_types(param: inspect.Parameter) -> set[str]:
-    a = param.annotation
-    if a is inspect.Parameter.empty:
-        return set()
-    text = a if isinstance(a, str) else inspect.formatannotation(a)
-    return set(re.findall(r"\b(int|float|str|bool|None)\b", text))
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that keeps True apart from 1 (YAML gives both)."""
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _token(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _rule(target: str) -> Rule | None:
-    section, _, name = target.partition(".")
-    cls = SECTIONS.get(section)
-    if cls is None:
-        return None
-    for f in cls.__dataclass_fields__.values():
-        if f.name == name:
-            return f.metadata.get("rule")
-    return None
-
-
-def _coerce(value: Any, target: str) -> Any:
-    """Numbers for float keys: YAML reads ``1e-5`` as a string and ``0`` as an int."""
-    rule = _rule(target)
-    if rule is None or float not in rule.types or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, str):
+    def run(self) -> None:
+        space = self.space
+        space.fixed = {self.config_key(k, f"fixed.{k}"): plain(v) for k, v in space.fixed.items()}
+        explicit = space.metric is not None
+        space.metric = space.metric if explicit else space.fixed.get("evaluation.metric", DEFAULT_METRIC)
+        if space.fixed.get("evaluation.metric", space.metric) != space.metric:
+            fixed = space.fixed["evaluation.metric"]
+            msg = f"is {space.metric!r} but fixed evaluation.metric is {fixed!r}; set the metric in one place"
+            raise self.err(msg, "metric")
+        # The fixed values and the metric are checked together: the metric's rule depends on evaluation.k.
         try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+            self.probe = self.probe.replace(**space.fixed, **{"evaluation.metric": space.metric})
+        except AutoembedError as exc:
+            if exc.key in space.fixed:
+                raise self.err(exc.message, f"fixed.{exc.key}") from None
+            default = "" if explicit else " (the default; set 'metric' to one the k values allow)"
+            raise self.err(exc.message + default, "metric" if exc.key == "evaluation.metric" else "fixed") from None
+        earlier: dict[str, Param] = {}
+        for name, param in space.params.items():
+            if not _NAME.match(name):
+                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", f"params.{name}")
+            earlier[name] = self.param(name, param, earlier)
+        self.targets()
+        space.pruner = self.pruner(space.pruner, "pruner")
+        for i, point in enumerate(space.starting_points):
+            prefix = f"starting_points[{i}]"
+            for key in point:
+                if key not in space.params:
+                    msg = f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}"
+                    raise self.err(msg, f"{prefix}.{key}")
+            space.starting_points[i] = {k: _coerce(plain(v), space.params[k].target) for k, v in point.items()}
+            space._resolve(space.starting_points[i], prefix)
+
+    def config_key(self, key: Any, path: str) -> str:
+        keys = [k for k in config_keys() if k != "model"]
+        if key == "model":
+            raise self.err("the base model cannot be searched or fixed here; it comes from the base config", path)
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.err(f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size", path)
+        return key
+
+    def check_value(self, target: str, value: Any, path: str) -> None:
+        """Raise naming ``path`` if the config's rule for ``target`` rejects ``value``."""
+        try:
+            self.probe.replace(**{target: value})
+        except AutoembedError as exc:
+            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", path) from None
+
+    def param(self, name: str, param: Param, earlier: dict[str, Param]) -> Param:
+        path = f"params.{name}"
+        param._name, param._file = name, self.space.file
+        param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.space.lines.get(path)}
+        if param.target is None:
+            param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
+            if param.target is None:
+                raise self.err(
+                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
+                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
+                    path,
+                )
+        target = self.config_key(param.target, f"{path}.target")
+        if param.type == "categorical":
+            param.choices = tuple(_coerce(c, target) for c in param.choices)
+            for i, c in enumerate(param.choices):
+                if any(_same(c, d) for d in param.choices[:i]):
+                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
+                self.check_value(target, c, f"{path}.choices")
+        elif param.type == "fixed":
+            param.value = _coerce(plain(param.value), target)
+            self.check_value(target, param.value, f"{path}.value")
+        else:
+            for key in ("low", "high"):
+                self.check_value(target, getattr(param, key), f"{path}.{key}")
+        if param.when is not None:
+            self.when(param.when, f"{path}.when", earlier)
+        return param
+
+    def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> None:
+        if cond.param not in earlier:
+            raise self.err(
+                f"names {cond.param!r}, which is not a param declared above; "
+                f"expected one of: {', '.join(earlier) or '(none)'}",
+                f"{path}.param",
+            )
+        if cond.op != "in":
+            return
+        parent = earlier[cond.param]
+        cond.in_ = tuple(_coerce(v, parent.target) for v in cond.in_)
+        for v in cond.in_:
+            if parent.type == "fixed":
+                # A branch a fixed param does not take yet is fine: editing the value switches it on.
+                self.check_value(parent.target, v, f"{path}.in")
+            elif not parent.contains(v):
+                offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
+                raise self.err(f"{v!r} is not a value {cond.param!r} can take ({offered})", f"{path}.in")
+
+    def targets(self) -> None:
+        """No two params set one key unless their branches exclude each other; no two share an Optuna name."""
+        by_target: dict[str, Param] = {}
+        optuna_names: dict[str, str] = {}
+        for param in self.space.params.values():
+            path = f"params.{param.name}"
+            if param.target in self.space.fixed and param.when is None:
+                raise self.err(
+                    f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "
+                    "Remove one of them",
+                    path,
+                )
+            other = by_target.get(param.target)
+            if other is not None and not _exclusive(param, other):
+                raise self.err(
+                    f"sets {param.target}, like param {other.name!r}; two params may share a target only when "
+                    "their 'when: {param: X, in: [...]}' lists are disjoint",
+                    path,
+                )
+            by_target[param.target] = param
+            for name in param.optuna_names():
+                clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
+                if clash:
+                    raise self.err(f"its Optuna name {name!r} clashes with param {clash!r}; rename one of them", path)
+                optuna_names[name] = param.name
+
+    def pruner(self, spec: Any, path: str) -> dict[str, Any]:
+        """A pruner's arguments, checked against the signature of its Optuna class, then by Optuna itself."""
+        if not isinstance(spec, Mapping):
+            raise self.err(f"must be a mapping, got {_type_name(spec)} {spec!r}", path)
+        kind = spec.get("type")
+        if kind not in PRUNERS:
+            raise self.err(f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}", f"{path}.type")
+        init = PRUNERS[kind].__init__
+        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        signature = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self" and p.kind not in skip}
+        allowed = ("type", *signature)
+        if signature.pop("wrapped_pruner", None):  # PatientPruner: the wrapped pruner is a spec of its own
+            allowed = ("type", "wrapped", *signature)
+        for key in spec:
+            if key not in allowed:
+                msg = f"unknown key {key!r} in a {kind} pruner; expected one of: {', '.join(allowed)}"
+                raise self.err(msg, f"{path}.{key}")
+        out: dict[str, Any] = {"type": kind}
+        for name, param in signature.items():
+            if name in spec:
+                out[name] = self.pruner_arg(spec[name], typing.get_type_hints(init)[name], f"{path}.{name}")
+            elif param.default is inspect.Parameter.empty:
+                raise self.err(f"a {kind} pruner needs {name!r}", f"{path}.{name}")
+        if "wrapped" in spec:
+            out["wrapped"] = self.pruner(spec["wrapped"], f"{path}.wrapped")
+        try:
+            _make_pruner(out)
+        except (ValueError, TypeError) as exc:
+            name = next((n for n in out if n != "type" and n in str(exc)), None)
+            raise self.err(f"Optuna rejects this {kind} pruner: {exc}", f"{path}.{name}" if name else path) from None
+        return out
+
+    def pruner_arg(self, value: Any, hint: Any, path: str) -> Any:
+        types = typing.get_args(hint) or (hint,)
+        try:
+            if isinstance(value, bool) and bool not in types:  # pydantic would read true as 1
+                raise ValueError
+            return pydantic.TypeAdapter(hint).validate_python(value)
+        except (ValueError, ValidationError):
+            expected = " or ".join(sorted("null" if t is type(None) else t.__name__ for t in types))
+            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", path) from None
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-
-# --- parsing -------------------------------------------------------------------------------------------
-# pydantic checks the shape of each mapping (keys, types, ranges, the param type); _Parser checks what only
-# autoembed knows: targets and values against the config's rules, params against each other, pruners
-# against Optuna's signatures, starting points against the params. Both name a place by its dotted path,
-# and the line table of the loaded YAML gives its line.
+# --- errors: pydantic's loc as the file's dotted path and line -------------------------------------------
 
 # The model behind an error's loc, by the loc's part before the key: a union tag, "when", or none (the top).
-_MODELS: dict[str, type[_Strict]] = {"": _Space, "when": Condition, "tpe": _Tpe, "random": _Random}
+_MODELS: dict[str, type[_Strict]] = {"": SearchSpace, "when": Condition, "tpe": _Tpe, "random": _Random}
 _MODELS.update({"float": _Float, "int": _Int, "categorical": _Categorical, "fixed": _Fixed})
 _TAGS = {"params": PARAM_TYPES, "sampler": SAMPLERS}
 # What a failed pydantic check says; a type mismatch also names the type it got.
@@ -635,7 +678,7 @@ _SAYS = {
 
 
 def _explain(exc: ValidationError, data: Any) -> tuple[str, str]:
-    """The message and dotted path of the first error, an unknown key before the rest (they explain the rest)."""
+    """The message and dotted path of the first error, an unknown key before the rest (it explains the rest)."""
     error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx", {})
     path, model = _path(data, loc), _MODELS.get(str(loc[-2]) if len(loc) > 1 else "")
@@ -671,244 +714,36 @@ def _path(data: Any, loc: tuple[Any, ...]) -> str:
     return path
 
 
-def _lines(node: Any, prefix: str = "") -> dict[str, int]:
-    """The line of each key under ``node``, by dotted path ("fixed.training.max_steps", "starting_points[0].loss")."""
-    out: dict[str, int] = {}
-    if isinstance(node, list):
-        for i, value in enumerate(node):
-            out.update(_lines(value, f"{prefix}[{i}]"))
-    for key, value in node.items() if isinstance(node, Mapping) else ():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key in getattr(node, "lines", {}):
-            out[path] = node.lines[key]
-        out.update(_lines(value, path))
-    return out
+def _error(file: str | None, lines: dict[str, int], message: str, path: str) -> AutoembedError:
+    """The error at ``path``, on the line of the nearest key along it that the file has."""
+    key = path
+    while key and key not in lines:
+        key = key[: max(key.rfind("."), key.rfind("["), 0)]
+    return AutoembedError(message, file=file, line=lines.get(key), key=path or None)
 
 
-class _Parser:
-    """Turns a loaded YAML mapping into a :class:`SearchSpace`, failing on the first mistake."""
+# --- helpers ---------------------------------------------------------------------------------------------
 
-    def __init__(self, data: Any, file: str | None):
-        self.data, self.file, self.lines = data, file, _lines(data)
-        # A config with every required field filled, to check values against the config's own rules.
-        self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
 
-    def err(self, message: str, path: str) -> AutoembedError:
-        """The error at ``path``, on the line of the nearest key along it that the file has."""
-        key = path
-        while key and key not in self.lines:
-            key = key[: max(key.rfind("."), key.rfind("["), 0)]
-        return AutoembedError(message, file=self.file, line=self.lines.get(key), key=path or None)
+def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
-    def config_key(self, key: Any, path: str) -> str:
-        keys = [k for k in config_keys() if k != "model"]
-        if key == "model":
-            raise self.err("the base model cannot be searched or fixed here; it comes from the base config", path)
-        if key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.err(f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size", path)
-        return key
 
-    def check_value(self, target: str, value: Any, path: str) -> None:
-        """Raise naming ``path`` if the config's rule for ``target`` rejects ``value``."""
-        try:
-            self.probe.replace(**{target: value})
-        except AutoembedError as exc:
-            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", path) from None
-
-    def space(self) -> SearchSpace:
-        try:
-            spec = _Space.model_validate(self.data)
-        except ValidationError as exc:
-            raise self.err(*_explain(exc, self.data)) from None
-        fixed = {self.config_key(k, f"fixed.{k}"): _plain(v) for k, v in (spec.fixed or {}).items()}
-        metric = spec.metric if spec.metric is not None else fixed.get("evaluation.metric", DEFAULT_METRIC)
-        if fixed.get("evaluation.metric", metric) != metric:
-            raise self.err(
-                f"is {metric!r} but fixed evaluation.metric is {fixed['evaluation.metric']!r}; set the metric in one place",
-                "metric",
-            )
-        # The fixed values and the metric are checked together: the metric's rule depends on evaluation.k.
-        try:
-            self.probe = self.probe.replace(**fixed, **{"evaluation.metric": metric})
-        except AutoembedError as exc:
-            if exc.key in fixed:
-                raise self.err(exc.message, f"fixed.{exc.key}") from None
-            default = " (the default; set 'metric' to one the k values allow)" if spec.metric is None else ""
-            raise self.err(exc.message + default, "metric" if exc.key == "evaluation.metric" else "fixed") from None
-        space = SearchSpace(
-            params=self.params(spec.params or {}, fixed),
-            fixed=fixed,
-            metric=metric,
-            name=spec.name,
-            pruner=self.pruner(spec.pruner, "pruner") if spec.pruner is not None else dict(DEFAULT_PRUNER),
-            sampler=spec.sampler.model_dump(exclude_none=True) if spec.sampler else dict(DEFAULT_SAMPLER),
-            file=self.file,
-            lines=self.lines,
-        )
-        points = spec.starting_points or []
-        space.starting_points = [self.point(p, f"starting_points[{i}]", space) for i, p in enumerate(points)]
-        return space
-
-    def params(self, specs: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:
-        params: dict[str, Param] = {}
-        for name, spec in specs.items():
-            if not _NAME.match(name):
-                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", f"params.{name}")
-            params[name] = self.param(name, spec, params)
-        by_target: dict[str, Param] = {}
-        for param in params.values():
-            path = f"params.{param.name}"
-            if param.target in fixed and param.when is None:
-                raise self.err(
-                    f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "
-                    "Remove one of them",
-                    path,
-                )
-            other = by_target.get(param.target)
-            if other is not None and not _exclusive(param, other):
-                raise self.err(
-                    f"sets {param.target}, like param {other.name!r}; two params may share a target only when "
-                    "their 'when: {param: X, in: [...]}' lists are disjoint",
-                    path,
-                )
-            by_target[param.target] = param
-        seen: dict[str, str] = {}
-        for param in params.values():
-            for name in param.optuna_names():
-                other = seen.get(name) or (name if name in params and name != param.name else None)
-                if other:
-                    raise self.err(
-                        f"its Optuna name {name!r} clashes with param {other!r}; rename one of them",
-                        f"params.{param.name}",
-                    )
-                seen[name] = param.name
-        return params
-
-    def param(self, name: str, spec: Param, earlier: dict[str, Param]) -> Param:
-        path = f"params.{name}"
-        target = spec.target
-        if target is None:
-            target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
-            if target is None:
-                raise self.err(
-                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
-                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
-                    path,
-                )
-        update: dict[str, Any] = {"target": self.config_key(target, f"{path}.target")}
-        if isinstance(spec, _Categorical):
-            update["choices"] = choices = tuple(_coerce(c, target) for c in spec.choices)
-            for i, c in enumerate(choices):
-                if any(_same(c, d) for d in choices[:i]):
-                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
-                self.check_value(target, c, f"{path}.choices")
-        elif isinstance(spec, _Fixed):
-            update["value"] = _coerce(_plain(spec.value), target)
-            self.check_value(target, update["value"], f"{path}.value")
-        else:
-            for key in ("low", "high"):
-                self.check_value(target, getattr(spec, key), f"{path}.{key}")
-        if spec.when is not None:
-            update["when"] = self.when(spec.when, f"{path}.when", earlier)
-        param = spec.model_copy(update=update)
-        param._name, param._file = name, self.file
-        param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.lines.get(path)}
-        return param
-
-    def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> Condition:
-        if cond.param not in earlier:
-            raise self.err(
-                f"names {cond.param!r}, which is not a param declared above; "
-                f"expected one of: {', '.join(earlier) or '(none)'}",
-                f"{path}.param",
-            )
-        if cond.op != "in":
-            return cond
-        parent = earlier[cond.param]
-        values = tuple(_coerce(v, parent.target) for v in cond.value)
-        for v in values:
-            if parent.type == "fixed":
-                # A branch a fixed param does not take yet is fine: editing the value switches it on.
-                self.check_value(parent.target, v, f"{path}.in")
-            elif not parent.contains(v):
-                offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
-                raise self.err(f"{v!r} is not a value {cond.param!r} can take ({offered})", f"{path}.in")
-        return cond.model_copy(update={"in_": values})
-
-    def pruner(self, spec: Any, path: str) -> dict[str, Any]:
-        """A pruner's arguments, checked against the signature of its Optuna class and then by Optuna itself."""
-        if not isinstance(spec, Mapping):
-            raise self.err(f"must be a mapping, got {_type_name(spec)} {spec!r}", path)
-        kind = spec.get("type")
-        if kind not in PRUNERS:
-            raise self.err(f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}", f"{path}.type")
-        signature, hints = _pruner_signature(PRUNERS[kind]), typing.get_type_hints(PRUNERS[kind].__init__)
-        allowed = ("type", *signature)
-        if signature.pop("wrapped_pruner", None):  # PatientPruner: the wrapped pruner is a spec of its own
-            allowed = ("type", "wrapped", *signature)
-        for key in spec:
-            if key not in allowed:
-                raise self.err(f"unknown key {key!r} in a {kind} pruner; expected one of: {', '.join(allowed)}", f"{path}.{key}")
-        out: dict[str, Any] = {"type": kind}
-        for name, param in signature.items():
-            if name in spec:
-                out[name] = self.pruner_arg(spec[name], hints.get(name, Any), f"{path}.{name}")
-            elif param.default is inspect.Parameter.empty:
-                raise self.err(f"a {kind} pruner needs {name!r}", f"{path}.{name}")
-        if "wrapped" in spec:
-            out["wrapped"] = self.pruner(spec["wrapped"], f"{path}.wrapped")
-        try:
-            _make_pruner(out)
-        except (ValueError, TypeError) as exc:
-            name = next((n for n in out if n != "type" and n in str(exc)), None)
-            raise self.err(f"Optuna rejects this {kind} pruner: {exc}", f"{path}.{name}" if name else path) from None
-        return out
-
-    def pruner_arg(self, value: Any, hint: Any, path: str) -> Any:
-        types = typing.get_args(hint) or (hint,)
-        try:
-            if isinstance(value, bool) and bool not in types:  # pydantic would read true as 1
-                raise ValueError
-            return TypeAdapter(hint).validate_python(_plain(value))
-        except (ValueError, ValidationError):
-            expected = " or ".join(sorted("null" if t is type(None) else t.__name__ for t in types))
-            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", path) from None
-
-    def point(self, point: dict[str, Any], prefix: str, space: SearchSpace) -> dict[str, Any]:
-        """One starting point, checked against the params' distributions and conditions."""
-        for key in point:
-            if key not in space.params:
-                raise self.err(
-                    f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}",
-                    f"{prefix}.{key}",
-                )
-        values = {k: _coerce(_plain(v), space.params[k].target) for k, v in point.items()}
-        known: dict[str, Any] = {}  # params whose value this point settles
-        unknown: set[str] = set()  # params the sampler still decides
-        for param in space.params.values():
-            path, parent = f"{prefix}.{param.name}", param.when.param if param.when is not None else None
-            active = parent not in unknown and (param.when is None or param.when.holds(known))
-            if param.name not in values:
-                if parent in unknown or (active and param.type != "fixed"):
-                    unknown.add(param.name)
-                elif active:
-                    known[param.name] = param.value
-                continue
-            value = values[param.name]
-            if parent in unknown:
-                raise self.err(f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too", path)
-            if not active:
-                has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
-                raise self.err(
-                    f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}",
-                    path,
-                )
-            if not param.contains(value):
-                raise self.err(f"{value!r} is outside the param's distribution {param.describe()}", path)
-            known[param.name] = value
-        return values
+def _make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    kwargs = {k: v for k, v in spec.items() if k not in ("type", "wrapped")}
+    cls = PRUNERS[spec["type"]]
+    if cls is optuna.pruners.PatientPruner:
+        wrapped = spec.get("wrapped")
+        kwargs["wrapped_pruner"] = _make_pruner(wrapped) if wrapped is not None else None
+    with warnings.catch_warnings():
+        # PatientPruner and WilcoxonPruner are marked experimental; choosing one in the file is the opt-in.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(**kwargs)
 
 
 def _exclusive(a: Param, b: Param) -> bool:
@@ -921,3 +756,35 @@ def _describe_condition(cond: Condition) -> str:
     if cond.op == "in":
         return f"is in {list(cond.value)}"
     return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[cond.op] + f" {cond.value}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 (YAML gives both)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _token(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _coerce(value: Any, target: str) -> Any:
+    """Numbers for float keys: YAML reads ``1e-5`` as a string and ``0`` as an int."""
+    section, _, name = target.partition(".")
+    fields = getattr(SECTIONS.get(section), "__dataclass_fields__", {})
+    rule = fields[name].metadata.get("rule") if name in fields else None
+    if rule is not None and float in rule.types and not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
