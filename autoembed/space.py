@@ -542,11 +542,8 @@ class _Checks:
         if param.target is None:
             param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
             if param.target is None:
-                raise self.err(
-                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
-                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
-                    path,
-                )
+                hint = "set 'target' to the config key it tunes (e.g. training.batch_size). Names with a default"
+                raise self.err(f"has no default target; {hint}: {', '.join(DEFAULT_TARGETS)}", path)
         target = self.config_key(param.target, f"{path}.target")
         if param.type == "categorical":
             param.choices = tuple(_coerce(c, target) for c in param.choices)
@@ -566,11 +563,9 @@ class _Checks:
 
     def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> None:
         if cond.param not in earlier:
-            raise self.err(
-                f"names {cond.param!r}, which is not a param declared above; "
-                f"expected one of: {', '.join(earlier) or '(none)'}",
-                f"{path}.param",
-            )
+            declared = ", ".join(earlier) or "(none)"
+            msg = f"names {cond.param!r}, which is not a param declared above; expected one of: {declared}"
+            raise self.err(msg, f"{path}.param")
         if cond.op != "in":
             return
         parent = earlier[cond.param]
@@ -590,18 +585,12 @@ class _Checks:
         for param in self.space.params.values():
             path = f"params.{param.name}"
             if param.target in self.space.fixed and param.when is None:
-                raise self.err(
-                    f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "
-                    "Remove one of them",
-                    path,
-                )
+                msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
+                raise self.err(f"sets {param.target}, {msg}", path)
             other = by_target.get(param.target)
             if other is not None and not _exclusive(param, other):
-                raise self.err(
-                    f"sets {param.target}, like param {other.name!r}; two params may share a target only when "
-                    "their 'when: {param: X, in: [...]}' lists are disjoint",
-                    path,
-                )
+                msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
+                raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
             by_target[param.target] = param
             for name in param.optuna_names():
                 clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
