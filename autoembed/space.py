@@ -104,7 +104,7 @@ class _Strict(BaseModel):
     """One mapping of a space file: unknown keys are errors; ``what`` names the mapping in messages."""
 
     model_config = ConfigDict(extra="forbid")
-    what: ClassVar[str] = "a search space"
+    what: ClassVar[str]
 
 
 class Condition(_Strict):
@@ -294,6 +294,7 @@ class _Random(_Strict):
 class SearchSpace(_Strict):
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
 
+    what: ClassVar[str] = "a search space"
     name: str | None = None
     metric: str | None = None  # from_dict fills in the default
     params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] = {}
