@@ -1,54 +1,41 @@
 """The search space: which hyperparameters a study samples, and how one sample becomes a :class:`TrialConfig`.
 
-A space is a YAML file (see ``search_spaces/``)::
+A space is a YAML file (format: README, "Search spaces"; examples in ``search_spaces/``) with ``params``
+(name -> spec, sampled in file order), ``fixed``, ``metric``, ``pruner``, ``sampler`` and ``starting_points``.
+A param conditional on ``when: {param: X, in: [...]}`` gets one Optuna name per branch, ``<name>_<value>``
+(``margin_contrastive``, ``margin_triplet``), so each Optuna name keeps one fixed distribution and TPE models
+each branch apart. Attention heads are restricted to divisors of the backbone's hidden size (the choices are
+filtered before the distribution is made, so it is fixed for a given backbone); the projection ``output_dim``
+is clamped to its input width after sampling (:func:`autoembed.config.finalize`).
 
-    name: default                  # optional, shown in provenance and dashboards
-    metric: recall@10              # optional; the study's objective, copied to evaluation.metric
-    params:                        # name -> spec, sampled in this order
-      loss: {type: categorical, choices: [infonce, triplet, contrastive]}
-      margin: {type: float, low: 0.05, high: 1.0, when: {param: loss, in: [contrastive, triplet]}}
-      backbone_lr: {type: float, low: 1.0e-5, high: 2.0e-4, log: true}
-      adapter_depth: {type: int, low: 0, high: 2}
-      adapter_width: {type: categorical, choices: [256, 512], when: {param: adapter_depth, gt: 0}}
-    fixed:                         # dotted config key -> value, for every trial
-      training.max_steps: 2000
-    pruner: {type: median, n_startup_trials: 5, n_warmup_steps: 200}
-    sampler: {type: tpe, n_startup_trials: 10}
-    starting_points:               # enqueued first, in this order
-      - {loss: infonce, backbone_lr: 5.0e-5}
-
-A param spec has ``type`` (float, int, categorical, fixed) and, by type, ``low``/``high``/``log``/``step``,
-``choices`` or ``value``; ``target`` is the dotted config key it sets (default: :data:`DEFAULT_TARGETS`,
-or the name itself when it is a config key); ``when`` makes it conditional on an earlier param with one of
-``in`` (a list), ``gt``, ``ge``, ``lt``, ``le``.
-
-A param conditional on ``in`` gets one Optuna name per branch, ``<name>_<value>`` (``margin_contrastive``,
-``margin_triplet``), so each Optuna name keeps one fixed distribution and TPE models each branch apart.
-
-Two constraints keep every sample buildable on the backbone: attention heads are restricted to divisors
-of its hidden size (the choices are filtered before the distribution is made, so it is fixed for a given
-backbone), and the projection ``output_dim`` is clamped to its input width after sampling (the
-distribution stays the same; the trial records the clamp in its ``clamped`` user attribute).
+pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union);
+what only autoembed knows is checked after it: targets and values against the config's own rules, params
+against each other, pruners against Optuna's signatures, starting points against the params. Every error
+names a place by its dotted path, and the line table of the loaded YAML gives its line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import math
 import re
+import typing
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import optuna
+import pydantic
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_keys, finalize
+from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
-from autoembed.yamlio import load_yaml
+from autoembed.yamlio import line_table, load_yaml, plain
 
 __all__ = ["DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "Condition", "Param", "SearchSpace"]
 
@@ -82,18 +69,8 @@ DEFAULT_TARGETS: dict[str, str] = {
 }
 
 HEADS_KEY = "architecture.attention_heads"
-
-TOP_KEYS = ("name", "metric", "params", "fixed", "pruner", "sampler", "starting_points")
-# Keys every param spec may have, then the keys of each type.
-COMMON_KEYS = ("type", "target", "when")
-PARAM_TYPES: dict[str, tuple[str, ...]] = {
-    "float": ("low", "high", "log", "step"),
-    "int": ("low", "high", "log", "step"),
-    "categorical": ("choices",),
-    "fixed": ("value",),
-}
+PARAM_TYPES = ("float", "int", "categorical", "fixed")
 CONDITION_OPS = ("in", "gt", "ge", "lt", "le")
-
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
@@ -105,19 +82,57 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
 }
 DEFAULT_PRUNER = {"type": "median"}
-SAMPLERS: dict[str, tuple[str, ...]] = {"tpe": ("n_startup_trials",), "random": ()}
-DEFAULT_SAMPLER = {"type": "tpe"}
-
+SAMPLERS = ("tpe", "random")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-@dataclass(frozen=True)
-class Condition:
+def _fail(message: str, *at: str) -> PydanticCustomError:
+    """A failed check in autoembed's words, placed at pydantic's loc plus ``at``."""
+    return PydanticCustomError("autoembed", "{message}", {"message": message, "at": at})
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1.0
+        raise PydanticCustomError("float_type", "not a number")
+    return value
+
+
+_Number = Annotated[float, pydantic.BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    """One mapping of a space file: unknown keys are errors; ``what`` names the mapping in messages."""
+
+    model_config = ConfigDict(extra="forbid")
+    what: ClassVar[str]
+
+
+class Condition(_Strict):
     """``when:`` of a param: active only if an earlier param was sampled and its value passes the test."""
 
+    what: ClassVar[str] = "a condition"
     param: str
-    op: str  # one of CONDITION_OPS
-    value: Any  # a tuple for "in", a number otherwise
+    in_: tuple[Any, ...] | None = Field(None, alias="in", min_length=1)
+    gt: _Number | None = None
+    ge: _Number | None = None
+    lt: _Number | None = None
+    le: _Number | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        if len(tests := [k for k in self.to_dict() if k != "param"]) != 1:
+            raise _fail(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {tests or 'none'}")
+        return self
+
+    @property
+    def op(self) -> str:
+        """One of :data:`CONDITION_OPS`."""
+        return next(op for op in CONDITION_OPS if getattr(self, "in_" if op == "in" else op) is not None)
+
+    @property
+    def value(self) -> Any:
+        """A tuple for ``in``, a number otherwise."""
+        return self.in_ if self.op == "in" else getattr(self, self.op)
 
     def holds(self, values: Mapping[str, Any]) -> bool:
         """Whether the condition holds for the values sampled so far (an inactive param never passes)."""
@@ -131,25 +146,22 @@ class Condition:
         return {"gt": v > self.value, "ge": v >= self.value, "lt": v < self.value, "le": v <= self.value}[self.op]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"param": self.param, self.op: list(self.value) if self.op == "in" else self.value}
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-@dataclass(frozen=True)
-class Param:
-    """One entry of ``params``: a distribution (or a fixed value) for one config key."""
+class Param(_Strict):
+    """One entry of ``params``: a distribution (or a fixed value) for one config key; a subclass per ``type``."""
 
-    name: str
-    type: str  # one of PARAM_TYPES
-    target: str
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple[Any, ...] | None = None
-    value: Any = None
+    type: str
+    target: str | None = None  # the parser fills in the default
     when: Condition | None = None
-    file: str | None = field(default=None, compare=False, repr=False)
-    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # spec key -> line; "" -> name
+    _name: str = pydantic.PrivateAttr("")
+    _file: str | None = pydantic.PrivateAttr(None)
+    _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)  # spec key -> line; "" -> the name's
+
+    name = property(lambda self: self._name)
+    file = property(lambda self: self._file)
+    lines = property(lambda self: self._lines)
 
     def optuna_name(self, values: Mapping[str, Any]) -> str:
         """The Optuna name under the values sampled so far: ``margin_triplet`` when ``loss`` is triplet."""
@@ -169,7 +181,7 @@ class Param:
         """The Optuna distribution; attention heads are limited to divisors of ``hidden_size`` when given."""
         heads = self.target == HEADS_KEY and hidden_size is not None
         if self.type == "categorical":
-            choices = self.choices or ()
+            choices = self.choices
             if heads:
                 choices = tuple(c for c in choices if c is None or hidden_size % c == 0)
                 self._need_heads(choices, hidden_size, "choices")
@@ -200,44 +212,102 @@ class Param:
         if self.type == "fixed":
             return _same(value, self.value)
         if self.type == "categorical":
-            return any(_same(value, c) for c in self.choices or ())
+            return any(_same(value, c) for c in self.choices)
         if self.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
             return False
         if not _is_number(value) or not self.low <= value <= self.high:
             return False
-        if self.step:
-            k = (value - self.low) / self.step
-            return math.isclose(k, round(k), abs_tol=1e-8)
-        return True
+        return not self.step or math.isclose(k := (value - self.low) / self.step, round(k), abs_tol=1e-8)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "target": self.target}
-        if self.type in ("float", "int"):
-            out.update(low=self.low, high=self.high, log=self.log, step=self.step)
-        elif self.type == "categorical":
-            out["choices"] = list(self.choices or ())
-        else:
-            out["value"] = self.value
+        out = self.model_dump(mode="json", exclude={"when"})
         if self.when is not None:
             out["when"] = self.when.to_dict()
-        out["optuna_names"] = self.optuna_names()
-        return out
+        return {**out, "optuna_names": self.optuna_names()}
 
 
-@dataclass
-class SearchSpace:
+class _Range(Param):
+    low: Any
+    high: Any
+    log: StrictBool = False
+    step: Any = None
+
+    @model_validator(mode="after")
+    def _range(self) -> _Range:
+        low, high, step = self.low, self.high, self.step
+        if step is not None and self.log:
+            raise _fail("cannot be combined with log: true (Optuna samples a log range without steps)", "step")
+        if low > high:
+            raise _fail(f"must be <= high ({high!r}), got low={low!r}", "low")
+        if self.log and low <= 0:
+            raise _fail(f"must be > 0 with log: true, got {low!r}", "low")
+        if step is not None and not math.isclose(k := (high - low) / step, round(k), abs_tol=1e-8):
+            raise _fail(f"high - low ({high - low!r}) must be a multiple of step ({step!r})", "step")
+        return self
+
+
+class _Float(_Range):
+    what: ClassVar[str] = "a float param"
+    type: Literal["float"]
+    low: _Number
+    high: _Number
+    step: _Number | None = Field(None, gt=0)
+
+
+class _Int(_Range):
+    what: ClassVar[str] = "an int param"
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: StrictInt | None = Field(None, gt=0)
+
+
+def _scalar(choice: Any) -> Any:
+    if choice is None or isinstance(choice, (bool, int, float, str)):
+        return choice
+    raise _fail(f"each choice must be null, a bool, a number or a string, got {_type_name(choice)} {choice!r}")
+
+
+class _Categorical(Param):
+    what: ClassVar[str] = "a categorical param"
+    type: Literal["categorical"]
+    choices: tuple[Annotated[Any, pydantic.AfterValidator(_scalar)], ...] = Field(min_length=1)
+
+
+class _Fixed(Param):
+    what: ClassVar[str] = "a fixed param"
+    type: Literal["fixed"]
+    value: Any
+
+
+class _Tpe(_Strict):
+    what: ClassVar[str] = "a tpe sampler"
+    type: Literal["tpe"]
+    n_startup_trials: StrictInt | None = Field(None, ge=0)
+
+
+class _Random(_Strict):
+    what: ClassVar[str] = "a random sampler"
+    type: Literal["random"]
+
+
+class SearchSpace(_Strict):
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
 
-    params: dict[str, Param] = field(default_factory=dict)
-    fixed: dict[str, Any] = field(default_factory=dict)
-    metric: str = DEFAULT_METRIC
+    what: ClassVar[str] = "a search space"
     name: str | None = None
-    pruner: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRUNER))
-    sampler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
-    starting_points: list[dict[str, Any]] = field(default_factory=list)
-    file: str | None = None
-    # Line of each place in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
-    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    metric: str | None = None  # from_dict fills in the default
+    params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] = {}
+    fixed: dict[str, Any] = {}
+    pruner: dict[str, Any] = DEFAULT_PRUNER  # checked against Optuna's signatures by from_dict
+    sampler: Annotated[_Tpe | _Random, Field(discriminator="type")] = _Tpe(type="tpe")
+    starting_points: list[dict[str, Any]] = []
+    _file: str | None = pydantic.PrivateAttr(None)
+    # Line of each key in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
+    _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)
+
+    file = property(lambda self: self._file)
+    lines = property(lambda self: self._lines)
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> SearchSpace:
@@ -246,7 +316,15 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
         """Parse and validate a space; every mistake is an :class:`AutoembedError` naming file, line and key."""
-        return _Parser(getattr(data, "file", None) or file).space(data)
+        lines = line_table(data)
+        try:
+            # A key left empty (``fixed:`` with every entry commented out) is as if absent.
+            space = cls.model_validate({k: v for k, v in data.items() if v is not None})
+        except ValidationError as exc:
+            raise _error(getattr(data, "file", None) or file, lines, *_explain(exc, data)) from None
+        space._file, space._lines = getattr(data, "file", None) or file, lines
+        _Checks(space, data).run()
+        return space
 
     @property
     def conditional(self) -> bool:
@@ -284,12 +362,8 @@ class SearchSpace:
         arch = config.architecture
         if arch.attention_heads is not None and hidden_size % arch.attention_heads:
             file, line, key = self._source(HEADS_KEY)
-            raise AutoembedError(
-                f"must divide the backbone's hidden size {hidden_size}, got {arch.attention_heads}",
-                file=file,
-                line=line,
-                key=key,
-            )
+            msg = f"must divide the backbone's hidden size {hidden_size}, got {arch.attention_heads}"
+            raise AutoembedError(msg, file=file, line=line, key=key)
         config, adjusted = finalize(config, hidden_size=hidden_size, threads=threads, gpus=gpus)
         if adjusted:
             trial.set_user_attr("clamped", adjusted)
@@ -299,14 +373,8 @@ class SearchSpace:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
         values = [self.fixed[target]] if target in self.fixed else []
         for p in self.params.values():
-            if p.target != target:
-                continue
-            if p.type == "fixed":
-                values.append(p.value)
-            elif p.choices is not None:
-                values.extend(c for c in p.choices if c is not None)
-            else:
-                values.append(p.high)
+            if p.target == target:
+                values.extend([p.value] if p.type == "fixed" else p.choices if p.type == "categorical" else [p.high])
         values = [v for v in values if v is not None]
         return max(values) if values else None
 
@@ -318,18 +386,15 @@ class SearchSpace:
         out = []
         for i, point in enumerate(self.starting_points):
             params: dict[str, Any] = {}
-            for name, value, optuna_name in self._resolve_point(point):
-                param = self.params[name]
-                if optuna_name is None:
-                    continue
+            for param, value, optuna_name in self._resolve(point, f"starting_points[{i}]"):
                 dist = param.distribution(hidden_size=hidden_size)
                 if isinstance(dist, CategoricalDistribution) and not any(_same(value, c) for c in dist.choices):
-                    raise AutoembedError(
+                    raise _error(
+                        self.file,
+                        self.lines,
                         f"{value!r} is not possible with this backbone (hidden size {hidden_size}); "
                         f"expected one of {list(dist.choices)}",
-                        file=self.file,
-                        line=self.lines.get(f"starting_points[{i}].{name}"),
-                        key=f"starting_points[{i}].{name}",
+                        f"starting_points[{i}].{param.name}",
                     )
                 params[optuna_name] = value
             out.append(params)
@@ -340,9 +405,9 @@ class SearchSpace:
 
     def build_sampler(self, *, seed: int | None, n_workers: int) -> optuna.samplers.BaseSampler:
         """TPE (multivariate; grouped when params are conditional; constant liar with parallel workers) or random."""
-        if self.sampler["type"] == "random":
+        if self.sampler.type == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        kwargs = {k: v for k, v in self.sampler.items() if k != "type"}
+        kwargs = self.sampler.model_dump(exclude={"type"}, exclude_none=True)
         with warnings.catch_warnings():
             # ``group`` is marked experimental; it is what keeps conditional branches apart.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -358,24 +423,42 @@ class SearchSpace:
             "metric": self.metric,
             "params": {name: p.describe() for name, p in self.params.items()},
             "fixed": dict(self.fixed),
-            "pruner": _plain(self.pruner),
-            "sampler": dict(self.sampler),
+            "pruner": plain(self.pruner),
+            "sampler": self.sampler.model_dump(exclude_none=True),
             "starting_points": [dict(p) for p in self.starting_points],
         }
 
     # --- internals -------------------------------------------------------------------------------------
 
-    def _resolve_point(self, point: Mapping[str, Any]) -> list[tuple[str, Any, str | None]]:
-        """(name, value, optuna name or None for a fixed param) for each param the point sets."""
-        known: dict[str, Any] = {}
+    def _resolve(self, point: Mapping[str, Any], prefix: str) -> list[tuple[Param, Any, str]]:
+        """(param, value, Optuna name) for each sampled param ``point`` sets; a point that does not fit the
+        params (a value outside its param, a param its conditions leave inactive) is an error."""
+        known: dict[str, Any] = {}  # params whose value this point settles
+        unknown: set[str] = set()  # params the sampler still decides
         out = []
         for param in self.params.values():
-            active = param.when is None or param.when.holds(known)
-            if param.name in point and active:
-                known[param.name] = point[param.name]
-                out.append((param.name, point[param.name], None if param.type == "fixed" else param.optuna_name(known)))
-            elif param.type == "fixed" and active:
-                known[param.name] = param.value
+            path, parent = f"{prefix}.{param.name}", param.when.param if param.when is not None else None
+            active = parent not in unknown and (param.when is None or param.when.holds(known))
+            if param.name not in point:
+                if parent in unknown or (active and param.type != "fixed"):
+                    unknown.add(param.name)
+                elif active:
+                    known[param.name] = param.value
+                continue
+            value = point[param.name]
+            if parent in unknown:
+                msg = f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too"
+                raise _error(self.file, self.lines, msg, path)
+            if not active:
+                has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
+                msg = f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}"
+                raise _error(self.file, self.lines, msg, path)
+            if not param.contains(value):
+                msg = f"{value!r} is outside the param's distribution {param.describe()}"
+                raise _error(self.file, self.lines, msg, path)
+            known[param.name] = value
+            if param.type != "fixed":
+                out.append((param, value, param.optuna_name(known)))
         return out
 
     def _apply(self, base: TrialConfig, updates: dict[str, Any]) -> TrialConfig:
@@ -383,9 +466,7 @@ class SearchSpace:
             return base.replace(**updates)
         except AutoembedError as exc:
             file, line, key = self._source(exc.key or "")
-            raise AutoembedError(
-                f"the sampled config is invalid: {exc.message}", file=file, line=line, key=key
-            ) from None
+            raise AutoembedError(f"the sampled config is invalid: {exc.message}", file=file, line=line, key=key) from None
 
     def _source(self, config_key: str) -> tuple[str | None, int | None, str]:
         """Where a config key's value came from: a param, a fixed entry, or else the base config."""
@@ -397,6 +478,247 @@ class SearchSpace:
         if config_key == "evaluation.metric":
             return self.file, self.lines.get("metric"), "metric"
         return None, None, config_key
+
+
+class _Checks:
+    """What pydantic cannot check: targets and values against the config's rules, params against each other,
+    the pruner against Optuna, starting points against the params. Fills in what the file leaves out."""
+
+    def __init__(self, space: SearchSpace, data: Any):
+        self.space, self.data = space, data
+        # A config with every required field filled, to check values against the config's own rules.
+        self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
+
+    def err(self, message: str, path: str) -> AutoembedError:
+        return _error(self.space.file, self.space.lines, message, path)
+
+    def run(self) -> None:
+        space = self.space
+        space.fixed = {self.config_key(k, f"fixed.{k}"): plain(v) for k, v in space.fixed.items()}
+        explicit = space.metric is not None
+        space.metric = space.metric if explicit else space.fixed.get("evaluation.metric", DEFAULT_METRIC)
+        if space.fixed.get("evaluation.metric", space.metric) != space.metric:
+            fixed = space.fixed["evaluation.metric"]
+            msg = f"is {space.metric!r} but fixed evaluation.metric is {fixed!r}; set the metric in one place"
+            raise self.err(msg, "metric")
+        # The fixed values and the metric are checked together: the metric's rule depends on evaluation.k.
+        try:
+            self.probe = self.probe.replace(**space.fixed, **{"evaluation.metric": space.metric})
+        except AutoembedError as exc:
+            if exc.key in space.fixed:
+                raise self.err(exc.message, f"fixed.{exc.key}") from None
+            default = "" if explicit else " (the default; set 'metric' to one the k values allow)"
+            raise self.err(exc.message + default, "metric" if exc.key == "evaluation.metric" else "fixed") from None
+        earlier: dict[str, Param] = {}
+        for name, param in space.params.items():
+            if not _NAME.match(name):
+                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", f"params.{name}")
+            earlier[name] = self.param(name, param, earlier)
+        self.targets()
+        space.pruner = self.pruner(space.pruner, "pruner")
+        for i, point in enumerate(space.starting_points):
+            prefix = f"starting_points[{i}]"
+            for key in point:
+                if key not in space.params:
+                    msg = f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}"
+                    raise self.err(msg, f"{prefix}.{key}")
+            space.starting_points[i] = {k: _coerce(plain(v), space.params[k].target) for k, v in point.items()}
+            space._resolve(space.starting_points[i], prefix)
+
+    def config_key(self, key: Any, path: str) -> str:
+        keys = [k for k in config_keys() if k != "model"]
+        if key == "model":
+            raise self.err("the base model cannot be searched or fixed here; it comes from the base config", path)
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self.err(f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size", path)
+        return key
+
+    def check_value(self, target: str, value: Any, path: str) -> None:
+        """Raise naming ``path`` if the config's rule for ``target`` rejects ``value``."""
+        try:
+            self.probe.replace(**{target: value})
+        except AutoembedError as exc:
+            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", path) from None
+
+    def param(self, name: str, param: Param, earlier: dict[str, Param]) -> Param:
+        path = f"params.{name}"
+        param._name, param._file = name, self.space.file
+        param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.space.lines.get(path)}
+        if param.target is None:
+            param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
+            if param.target is None:
+                hint = "set 'target' to the config key it tunes (e.g. training.batch_size). Names with a default"
+                raise self.err(f"has no default target; {hint}: {', '.join(DEFAULT_TARGETS)}", path)
+        target = self.config_key(param.target, f"{path}.target")
+        if param.type == "categorical":
+            param.choices = tuple(_coerce(c, target) for c in param.choices)
+            for i, c in enumerate(param.choices):
+                if any(_same(c, d) for d in param.choices[:i]):
+                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
+                self.check_value(target, c, f"{path}.choices")
+        elif param.type == "fixed":
+            param.value = _coerce(plain(param.value), target)
+            self.check_value(target, param.value, f"{path}.value")
+        else:
+            for key in ("low", "high"):
+                self.check_value(target, getattr(param, key), f"{path}.{key}")
+        if param.when is not None:
+            self.when(param.when, f"{path}.when", earlier)
+        return param
+
+    def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> None:
+        if cond.param not in earlier:
+            declared = ", ".join(earlier) or "(none)"
+            msg = f"names {cond.param!r}, which is not a param declared above; expected one of: {declared}"
+            raise self.err(msg, f"{path}.param")
+        if cond.op != "in":
+            return
+        parent = earlier[cond.param]
+        cond.in_ = tuple(_coerce(v, parent.target) for v in cond.in_)
+        for v in cond.in_:
+            if parent.type == "fixed":
+                # A branch a fixed param does not take yet is fine: editing the value switches it on.
+                self.check_value(parent.target, v, f"{path}.in")
+            elif not parent.contains(v):
+                offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
+                raise self.err(f"{v!r} is not a value {cond.param!r} can take ({offered})", f"{path}.in")
+
+    def targets(self) -> None:
+        """No two params set one key unless their branches exclude each other; no two share an Optuna name."""
+        by_target: dict[str, Param] = {}
+        optuna_names: dict[str, str] = {}
+        for param in self.space.params.values():
+            path = f"params.{param.name}"
+            if param.target in self.space.fixed and param.when is None:
+                msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
+                raise self.err(f"sets {param.target}, {msg}", path)
+            other = by_target.get(param.target)
+            if other is not None and not _exclusive(param, other):
+                msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
+                raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
+            by_target[param.target] = param
+            for name in param.optuna_names():
+                clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
+                if clash:
+                    raise self.err(f"its Optuna name {name!r} clashes with param {clash!r}; rename one of them", path)
+                optuna_names[name] = param.name
+
+    def pruner(self, spec: Any, path: str) -> dict[str, Any]:
+        """A pruner's arguments, checked against the signature of its Optuna class, then by Optuna itself."""
+        if not isinstance(spec, Mapping):
+            raise self.err(f"must be a mapping, got {_type_name(spec)} {spec!r}", path)
+        kind = spec.get("type")
+        if kind not in PRUNERS:
+            raise self.err(f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}", f"{path}.type")
+        init = PRUNERS[kind].__init__
+        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        signature = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self" and p.kind not in skip}
+        allowed = ("type", *signature)
+        if signature.pop("wrapped_pruner", None):  # PatientPruner: the wrapped pruner is a spec of its own
+            allowed = ("type", "wrapped", *signature)
+        for key in spec:
+            if key not in allowed:
+                msg = f"unknown key {key!r} in a {kind} pruner; expected one of: {', '.join(allowed)}"
+                raise self.err(msg, f"{path}.{key}")
+        out: dict[str, Any] = {"type": kind}
+        for name, param in signature.items():
+            if name in spec:
+                out[name] = self.pruner_arg(spec[name], typing.get_type_hints(init)[name], f"{path}.{name}")
+            elif param.default is inspect.Parameter.empty:
+                raise self.err(f"a {kind} pruner needs {name!r}", f"{path}.{name}")
+        if "wrapped" in spec:
+            out["wrapped"] = self.pruner(spec["wrapped"], f"{path}.wrapped")
+        try:
+            _make_pruner(out)
+        except (ValueError, TypeError) as exc:
+            name = next((n for n in out if n != "type" and n in str(exc)), None)
+            raise self.err(f"Optuna rejects this {kind} pruner: {exc}", f"{path}.{name}" if name else path) from None
+        return out
+
+    def pruner_arg(self, value: Any, hint: Any, path: str) -> Any:
+        types = typing.get_args(hint) or (hint,)
+        try:
+            if isinstance(value, bool) and bool not in types:  # pydantic would read true as 1
+                raise ValueError
+            return pydantic.TypeAdapter(hint).validate_python(value)
+        except (ValueError, ValidationError):
+            expected = " or ".join(sorted("null" if t is type(None) else t.__name__ for t in types))
+            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", path) from None
+
+
+# --- errors: pydantic's loc as the file's dotted path and line -------------------------------------------
+
+# The model behind an error's loc, by the loc's part before the key: a union tag, "when", or none (the top).
+_MODELS: dict[str, type[_Strict]] = {"": SearchSpace, "when": Condition, "tpe": _Tpe, "random": _Random}
+_MODELS.update({"float": _Float, "int": _Int, "categorical": _Categorical, "fixed": _Fixed})
+_TAGS = {"params": PARAM_TYPES, "sampler": SAMPLERS}
+# What a failed pydantic check says; a type mismatch also names the type it got.
+_SAYS = {
+    "int_type": "must be an int",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "too_short": "must not be empty",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be an int >= {ge}",  # only counts have a lower bound
+}
+
+
+def _explain(exc: ValidationError, data: Any) -> tuple[str, str]:
+    """The message and dotted path of the first error, an unknown key before the rest (it explains the rest)."""
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx", {})
+    path, model = _path(data, loc), _MODELS.get(str(loc[-2]) if len(loc) > 1 else "")
+    if kind == "autoembed":
+        return ctx["message"], ".".join([path, *ctx["at"]]).strip(".")
+    if kind == "extra_forbidden" and model:
+        allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
+        return f"unknown key {loc[-1]!r} in {model.what}; expected one of: {allowed}", path
+    if kind == "missing" and model:
+        return f"{model.what} needs {loc[-1]!r}", _path(data, loc[:-1])
+    if kind == "union_tag_not_found":
+        return f"is missing 'type'; expected one of: {', '.join(_TAGS[loc[0]])}", path
+    if kind == "union_tag_invalid":
+        word = "type" if loc[0] == "params" else loc[0]
+        return f"unknown {word} {ctx['tag']!r}; expected one of: {', '.join(_TAGS[loc[0]])}", f"{path}.type"
+    says = _SAYS.get(kind, error["msg"][:1].lower() + error["msg"][1:]).format(**ctx)
+    if path == "starting_points" and kind == "list_type":
+        says += " of mappings"
+    got = f"{_type_name(value)} {value!r}" if kind.endswith(("_type", "_parsing")) else repr(value)
+    return f"{says}, got {got}", path
+
+
+def _path(data: Any, loc: tuple[Any, ...]) -> str:
+    """Pydantic's loc as a dotted path through the file, without the union tags pydantic adds."""
+    path, node = "", data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            path, node = f"{path}[{part}]", node[part] if part < len(node) else None
+        elif isinstance(node, Mapping) and part not in node and part == node.get("type"):
+            continue
+        else:
+            path, node = f"{path}.{part}".lstrip("."), node.get(part) if isinstance(node, Mapping) else None
+    return path
+
+
+def _error(file: str | None, lines: dict[str, int], message: str, path: str) -> AutoembedError:
+    """The error at ``path``, on the line of the nearest key along it that the file has."""
+    key = path
+    while key and key not in lines:
+        key = key[: max(key.rfind("."), key.rfind("["), 0)]
+    return AutoembedError(message, file=file, line=lines.get(key), key=path or None)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
@@ -420,18 +742,16 @@ def _make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
         return cls(**kwargs)
 
 
-def _pruner_signature(cls: type) -> dict[str, inspect.Parameter]:
-    params = inspect.signature(cls.__init__).parameters
-    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return {n: p for n, p in params.items() if n != "self" and p.kind not in skip}
+def _exclusive(a: Param, b: Param) -> bool:
+    if a.when is None or b.when is None or a.when.param != b.when.param or a.when.op != "in" or b.when.op != "in":
+        return False
+    return not any(_same(x, y) for x in a.when.value for y in b.when.value)
 
 
-def _annotation_types(param: inspect.Parameter) -> set[str]:
-    a = param.annotation
-    if a is inspect.Parameter.empty:
-        return set()
-    text = a if isinstance(a, str) else inspect.formatannotation(a)
-    return set(re.findall(r"\b(int|float|str|bool|None)\b", text))
+def _describe_condition(cond: Condition) -> str:
+    if cond.op == "in":
+        return f"is in {list(cond.value)}"
+    return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[cond.op] + f" {cond.value}"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -451,529 +771,16 @@ def _token(value: Any) -> str:
     return str(value)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _rule(target: str) -> Rule | None:
-    section, _, name = target.partition(".")
-    cls = SECTIONS.get(section)
-    if cls is None:
-        return None
-    for f in cls.__dataclass_fields__.values():
-        if f.name == name:
-            return f.metadata.get("rule")
-    return None
-
-
 def _coerce(value: Any, target: str) -> Any:
     """Numbers for float keys: YAML reads ``1e-5`` as a string and ``0`` as an int."""
-    rule = _rule(target)
-    if rule is None or float not in rule.types or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    section, _, name = target.partition(".")
+    fields = getattr(SECTIONS.get(section), "__dataclass_fields__", {})
+    rule = fields[name].metadata.get("rule") if name in fields else None
+    if rule is not None and float in rule.types and not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
             return float(value)
-        except ValueError:
-            return value
     return value
 
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-class _Parser:
-    """Turns a loaded YAML mapping into a :class:`SearchSpace`, failing on the first mistake."""
-
-    def __init__(self, file: str | None):
-        self.file = file
-        self.lines: dict[str, int] = {}
-        # A config with every required field filled, to check values against the config's own rules.
-        self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
-
-    def err(self, message: str, where: Mapping[str, Any] | None, key: str | None, path: str) -> AutoembedError:
-        line = None
-        if where is not None and key is not None:
-            line = getattr(where, "lines", {}).get(key)
-        if line is None:
-            line = self.lines.get(path)
-        return AutoembedError(message, file=getattr(where, "file", None) or self.file, line=line, key=path)
-
-    def note(self, where: Mapping[str, Any], key: str, path: str) -> None:
-        line = getattr(where, "lines", {}).get(key)
-        if line is not None:
-            self.lines[path] = line
-
-    def mapping(self, value: Any, where: Mapping[str, Any] | None, key: str | None, path: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.err(f"must be a mapping, got {_type_name(value)} {value!r}", where, key, path)
-        return value
-
-    def known_keys(self, data: Mapping[str, Any], allowed: tuple[str, ...], prefix: str, what: str) -> None:
-        for key in data:
-            if key not in allowed:
-                raise self.err(
-                    f"unknown key {key!r} in {what}; expected one of: {', '.join(allowed)}", data, key, prefix + key
-                )
-
-    def config_key(self, key: Any, where: Mapping[str, Any], line_key: str, path: str) -> str:
-        keys = [k for k in config_keys() if k != "model"]
-        if key == "model":
-            raise self.err(
-                "the base model cannot be searched or fixed here; it comes from the base config", where, line_key, path
-            )
-        if key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.err(
-                f"{key!r} is not a config key{hint}; expected a dotted key such as training.batch_size",
-                where,
-                line_key,
-                path,
-            )
-        return key
-
-    def check_value(self, target: str, value: Any, where: Mapping[str, Any], key: str, path: str) -> None:
-        """Raise naming ``path`` if the config's rule for ``target`` rejects ``value``."""
-        try:
-            self.probe.replace(**{target: value})
-        except AutoembedError as exc:
-            raise self.err(f"{value!r} is not a valid {target}: {exc.message}", where, key, path) from None
-
-    # --- top level -------------------------------------------------------------------------------------
-
-    def space(self, data: Mapping[str, Any]) -> SearchSpace:
-        data = self.mapping(data, None, None, "")
-        self.known_keys(data, TOP_KEYS, "", "a search space")
-        for key in data:
-            self.note(data, key, key)
-        name = data.get("name")
-        if name is not None and not isinstance(name, str):
-            raise self.err(f"must be a string, got {_type_name(name)} {name!r}", data, "name", "name")
-        fixed = self.fixed(data.get("fixed"), data)
-        metric = self.metric(data, fixed)
-        self.apply_fixed(fixed, metric, data)
-        params = self.params(data.get("params"), data, fixed)
-        space = SearchSpace(
-            params=params,
-            fixed=fixed,
-            metric=metric,
-            name=name,
-            pruner=self.pruner(data["pruner"], data, "pruner", "pruner") if "pruner" in data else dict(DEFAULT_PRUNER),
-            sampler=self.sampler(data["sampler"], data) if "sampler" in data else dict(DEFAULT_SAMPLER),
-            file=self.file,
-            lines=self.lines,
-        )
-        space.starting_points = self.starting_points(data.get("starting_points"), data, space)
-        return space
-
-    def fixed(self, value: Any, top: Mapping[str, Any]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        fixed = self.mapping(value, top, "fixed", "fixed")
-        out = {}
-        for key, v in fixed.items():
-            path = f"fixed.{key}"
-            self.note(fixed, key, path)
-            self.config_key(key, fixed, key, path)
-            out[key] = _plain(v)
-        return out
-
-    def apply_fixed(self, fixed: dict[str, Any], metric: str, top: Mapping[str, Any]) -> None:
-        """Check the fixed values and the metric together (the metric's rule depends on evaluation.k)."""
-        try:
-            self.probe = self.probe.replace(**fixed, **{"evaluation.metric": metric})
-        except AutoembedError as exc:
-            message = exc.message
-            if exc.key in fixed:
-                where, key, path = top["fixed"], exc.key, f"fixed.{exc.key}"
-            elif exc.key == "evaluation.metric":
-                where, key, path = top, "metric", "metric"
-                if "metric" not in top:
-                    message += " (the default; set 'metric' to one the k values allow)"
-            else:
-                where, key, path = top, "fixed", "fixed"
-            raise self.err(message, where, key, path) from None
-
-    def metric(self, top: Mapping[str, Any], fixed: dict[str, Any]) -> str:
-        metric = top.get("metric", fixed.get("evaluation.metric", DEFAULT_METRIC))
-        if not isinstance(metric, str):
-            raise self.err(
-                f"must be a string such as recall@10, got {_type_name(metric)} {metric!r}", top, "metric", "metric"
-            )
-        if "evaluation.metric" in fixed and fixed["evaluation.metric"] != metric:
-            raise self.err(
-                f"is {metric!r} but fixed evaluation.metric is {fixed['evaluation.metric']!r}; set the metric in one place",
-                top,
-                "metric",
-                "metric",
-            )
-        return metric
-
-    # --- params ----------------------------------------------------------------------------------------
-
-    def params(self, value: Any, top: Mapping[str, Any], fixed: dict[str, Any]) -> dict[str, Param]:
-        if value is None:
-            return {}
-        specs = self.mapping(value, top, "params", "params")
-        params: dict[str, Param] = {}
-        for name, spec in specs.items():
-            path = f"params.{name}"
-            self.note(specs, name, path)
-            if not _NAME.match(name):
-                raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", specs, name, path)
-            spec = self.mapping(spec, specs, name, path)
-            params[name] = self.param(name, spec, specs, params)
-        self.check_targets(params, fixed, specs)
-        seen: dict[str, str] = {}
-        for param in params.values():
-            for optuna_name in param.optuna_names():
-                other = seen.get(optuna_name) or (
-                    optuna_name if optuna_name in params and optuna_name != param.name else None
-                )
-                if other:
-                    raise self.err(
-                        f"its Optuna name {optuna_name!r} clashes with param {other!r}; rename one of them",
-                        specs,
-                        param.name,
-                        f"params.{param.name}",
-                    )
-                seen[optuna_name] = param.name
-        return params
-
-    def param(self, name: str, spec: Mapping[str, Any], specs: Mapping[str, Any], earlier: dict[str, Param]) -> Param:
-        path = f"params.{name}"
-        kind = spec.get("type")
-        if kind is None:
-            raise self.err(f"is missing 'type'; expected one of: {', '.join(PARAM_TYPES)}", specs, name, path)
-        if kind not in PARAM_TYPES:
-            raise self.err(
-                f"unknown type {kind!r}; expected one of: {', '.join(PARAM_TYPES)}", spec, "type", path + ".type"
-            )
-        allowed = COMMON_KEYS + PARAM_TYPES[kind]
-        for key in spec:
-            if key not in allowed:
-                every = set(COMMON_KEYS).union(*PARAM_TYPES.values())
-                what = f"a {kind} param" if key in every else "a param spec"
-                raise self.err(
-                    f"unknown key {key!r} in {what}; expected one of: {', '.join(allowed)}", spec, key, f"{path}.{key}"
-                )
-
-        target = spec.get("target")
-        if target is None:
-            target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
-            if target is None:
-                raise self.err(
-                    f"has no default target; set 'target' to the config key it tunes (e.g. training.batch_size). "
-                    f"Names with a default: {', '.join(DEFAULT_TARGETS)}",
-                    specs,
-                    name,
-                    path,
-                )
-        else:
-            self.config_key(target, spec, "target", f"{path}.target")
-
-        lines = dict(getattr(spec, "lines", {}))
-        if name in getattr(specs, "lines", {}):
-            lines[""] = specs.lines[name]
-        fields: dict[str, Any] = {}
-        if kind in ("float", "int"):
-            fields = self.range(kind, spec, path, target)
-        elif kind == "categorical":
-            fields["choices"] = self.choices(spec, path, target)
-        else:
-            if "value" not in spec:
-                raise self.err("a fixed param needs 'value'", specs, name, path)
-            value = _coerce(_plain(spec["value"]), target)
-            self.check_value(target, value, spec, "value", f"{path}.value")
-            fields["value"] = value
-        when = self.when(spec.get("when"), spec, path, earlier) if "when" in spec else None
-        return Param(name=name, type=kind, target=target, when=when, file=self.file, lines=lines, **fields)
-
-    def number(self, value: Any, integer: bool, spec: Mapping[str, Any], key: str, path: str) -> int | float:
-        if integer:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            raise self.err(f"must be an int, got {_type_name(value)} {value!r}", spec, key, path)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not _is_number(value) or not math.isfinite(value):
-            raise self.err(f"must be a number, got {_type_name(value)} {value!r}", spec, key, path)
-        return float(value)
-
-    def range(self, kind: str, spec: Mapping[str, Any], path: str, target: str) -> dict[str, Any]:
-        integer = kind == "int"
-        out: dict[str, Any] = {}
-        for key in ("low", "high"):
-            if key not in spec:
-                raise self.err(f"a {kind} param needs 'low' and 'high'", spec, "type", f"{path}.{key}")
-            out[key] = self.number(spec[key], integer, spec, key, f"{path}.{key}")
-        log = spec.get("log", False)
-        if not isinstance(log, bool):
-            raise self.err(f"must be true or false, got {_type_name(log)} {log!r}", spec, "log", f"{path}.log")
-        out["log"] = log
-        step = spec.get("step")
-        if step is not None:
-            step = self.number(step, integer, spec, "step", f"{path}.step")
-            if step <= 0:
-                raise self.err(f"must be > 0, got {step!r}", spec, "step", f"{path}.step")
-            if log:
-                raise self.err(
-                    "cannot be combined with log: true (Optuna samples a log range without steps)",
-                    spec,
-                    "step",
-                    f"{path}.step",
-                )
-        out["step"] = step
-        low, high = out["low"], out["high"]
-        if low > high:
-            raise self.err(f"must be <= high ({high!r}), got low={low!r}", spec, "low", f"{path}.low")
-        if log and low <= 0:
-            raise self.err(f"must be > 0 with log: true, got {low!r}", spec, "low", f"{path}.low")
-        if step is not None:
-            k = (high - low) / step
-            if not math.isclose(k, round(k), abs_tol=1e-8):
-                raise self.err(
-                    f"high - low ({high - low!r}) must be a multiple of step ({step!r})", spec, "step", f"{path}.step"
-                )
-        for key in ("low", "high"):
-            self.check_value(target, out[key], spec, key, f"{path}.{key}")
-        return out
-
-    def choices(self, spec: Mapping[str, Any], path: str, target: str) -> tuple[Any, ...]:
-        if "choices" not in spec:
-            raise self.err("a categorical param needs 'choices'", spec, "type", f"{path}.choices")
-        raw = spec["choices"]
-        if not isinstance(raw, list):
-            raise self.err(f"must be a list, got {_type_name(raw)} {raw!r}", spec, "choices", f"{path}.choices")
-        if not raw:
-            raise self.err("must not be empty, got []", spec, "choices", f"{path}.choices")
-        choices: list[Any] = []
-        for c in raw:
-            if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise self.err(
-                    f"each choice must be null, a bool, a number or a string, got {_type_name(c)} {c!r}",
-                    spec,
-                    "choices",
-                    f"{path}.choices",
-                )
-            c = _coerce(c, target)
-            if any(_same(c, d) for d in choices):
-                raise self.err(f"{c!r} is listed twice", spec, "choices", f"{path}.choices")
-            self.check_value(target, c, spec, "choices", f"{path}.choices")
-            choices.append(c)
-        return tuple(choices)
-
-    def when(self, value: Any, spec: Mapping[str, Any], path: str, earlier: dict[str, Param]) -> Condition:
-        path = f"{path}.when"
-        when = self.mapping(value, spec, "when", path)
-        self.known_keys(when, ("param", *CONDITION_OPS), path + ".", "a condition")
-        ref = when.get("param")
-        if ref not in earlier:
-            raise self.err(
-                f"names {ref!r}, which is not a param declared above; expected one of: {', '.join(earlier) or '(none)'}",
-                when,
-                "param",
-                f"{path}.param",
-            )
-        ops = [op for op in CONDITION_OPS if op in when]
-        if len(ops) != 1:
-            raise self.err(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {ops or 'none'}", spec, "when", path)
-        op, parent = ops[0], earlier[ref]
-        if op == "in":
-            raw = when["in"]
-            if not isinstance(raw, list) or not raw:
-                raise self.err(f"must be a non-empty list, got {raw!r}", when, "in", f"{path}.in")
-            values = tuple(_coerce(v, parent.target) for v in raw)
-            for v in values:
-                if parent.type == "fixed":
-                    # A branch a fixed param does not take yet is fine: editing the value switches it on.
-                    self.check_value(parent.target, v, when, "in", f"{path}.in")
-                elif not parent.contains(v):
-                    offered = list(parent.choices) if parent.type == "categorical" else parent.describe()
-                    raise self.err(f"{v!r} is not a value {ref!r} can take ({offered})", when, "in", f"{path}.in")
-            return Condition(ref, "in", values)
-        return Condition(ref, op, self.number(when[op], False, when, op, f"{path}.{op}"))
-
-    def check_targets(self, params: dict[str, Param], fixed: dict[str, Any], specs: Mapping[str, Any]) -> None:
-        by_target: dict[str, Param] = {}
-        for param in params.values():
-            if param.target in fixed and param.when is None:
-                raise self.err(
-                    f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "
-                    "Remove one of them",
-                    specs,
-                    param.name,
-                    f"params.{param.name}",
-                )
-            other = by_target.get(param.target)
-            if other is not None and not _exclusive(param, other):
-                raise self.err(
-                    f"sets {param.target}, like param {other.name!r}; two params may share a target only when "
-                    "their 'when: {param: X, in: [...]}' lists are disjoint",
-                    specs,
-                    param.name,
-                    f"params.{param.name}",
-                )
-            by_target[param.target] = param
-
-    # --- pruner, sampler, starting points --------------------------------------------------------------
-
-    def pruner(self, value: Any, where: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
-        spec = self.mapping(value, where, key, path)
-        kind = spec.get("type")
-        if kind not in PRUNERS:
-            raise self.err(
-                f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}",
-                spec,
-                "type" if "type" in spec else None,
-                f"{path}.type",
-            )
-        cls = PRUNERS[kind]
-        signature = _pruner_signature(cls)
-        if cls is optuna.pruners.PatientPruner:
-            signature.pop("wrapped_pruner")
-            allowed = ("type", "wrapped", *signature)
-        else:
-            allowed = ("type", *signature)
-        self.known_keys(spec, allowed, path + ".", f"a {kind} pruner")
-        out: dict[str, Any] = {"type": kind}
-        for name, param in signature.items():
-            if name not in spec:
-                if param.default is inspect.Parameter.empty:
-                    raise self.err(f"a {kind} pruner needs {name!r}", spec, "type", f"{path}.{name}")
-                continue
-            out[name] = self.pruner_arg(spec[name], _annotation_types(param), spec, name, f"{path}.{name}")
-        if "wrapped" in spec:
-            out["wrapped"] = self.pruner(spec["wrapped"], spec, "wrapped", f"{path}.wrapped")
-        try:
-            _make_pruner(out)
-        except (ValueError, TypeError) as exc:
-            name = next((n for n in out if n != "type" and n in str(exc)), None)
-            raise self.err(
-                f"Optuna rejects this {kind} pruner: {exc}", spec, name or "type", f"{path}.{name}" if name else path
-            ) from None
-        return out
-
-    def pruner_arg(self, value: Any, types: set[str], spec: Mapping[str, Any], key: str, path: str) -> Any:
-        if not types:
-            return _plain(value)
-        if isinstance(value, str) and "float" in types and "str" not in types:
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = (
-            (value is None and "None" in types)
-            or (isinstance(value, bool) and "bool" in types)
-            or (_is_number(value) and isinstance(value, int) and bool({"int", "float"} & types))
-            or (isinstance(value, float) and "float" in types)
-            or (isinstance(value, str) and "str" in types)
-        )
-        if not ok:
-            expected = " or ".join(sorted("null" if t == "None" else t for t in types))
-            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", spec, key, path)
-        if isinstance(value, int) and not isinstance(value, bool) and "int" not in types:
-            value = float(value)
-        return value
-
-    def sampler(self, value: Any, top: Mapping[str, Any]) -> dict[str, Any]:
-        spec = self.mapping(value, top, "sampler", "sampler")
-        kind = spec.get("type")
-        if kind not in SAMPLERS:
-            raise self.err(
-                f"unknown sampler {kind!r}; expected one of: {', '.join(SAMPLERS)}", spec, "type", "sampler.type"
-            )
-        self.known_keys(spec, ("type", *SAMPLERS[kind]), "sampler.", f"a {kind} sampler")
-        out: dict[str, Any] = {"type": kind}
-        if "n_startup_trials" in spec:
-            n = spec["n_startup_trials"]
-            if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
-                raise self.err(f"must be an int >= 0, got {n!r}", spec, "n_startup_trials", "sampler.n_startup_trials")
-            out["n_startup_trials"] = n
-        return out
-
-    def starting_points(self, value: Any, top: Mapping[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.err(
-                f"must be a list of mappings, got {_type_name(value)}", top, "starting_points", "starting_points"
-            )
-        points = []
-        for i, raw in enumerate(value):
-            prefix = f"starting_points[{i}]"
-            point = self.mapping(raw, top, "starting_points", prefix)
-            for key in point:
-                self.note(point, key, f"{prefix}.{key}")
-                if key not in space.params:
-                    raise self.err(
-                        f"unknown param {key!r}; a starting point sets params by name: {', '.join(space.params)}",
-                        point,
-                        key,
-                        f"{prefix}.{key}",
-                    )
-            values = {k: _coerce(_plain(v), space.params[k].target) for k, v in point.items()}
-            self.check_point(values, point, prefix, space)
-            points.append(values)
-        return points
-
-    def check_point(self, values: dict[str, Any], point: Mapping[str, Any], prefix: str, space: SearchSpace) -> None:
-        known: dict[str, Any] = {}  # params whose value this point settles
-        unknown: set[str] = set()  # params the sampler still decides
-        for param in space.params.values():
-            path = f"{prefix}.{param.name}"
-            parent = param.when.param if param.when is not None else None
-            if parent in unknown:
-                if param.name in values:
-                    raise self.err(
-                        f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too",
-                        point,
-                        param.name,
-                        path,
-                    )
-                unknown.add(param.name)
-                continue
-            active = param.when is None or param.when.holds(known)
-            if param.name not in values:
-                if active and param.type == "fixed":
-                    known[param.name] = param.value
-                elif active:
-                    unknown.add(param.name)
-                continue
-            value = values[param.name]
-            if not active:
-                has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
-                raise self.err(
-                    f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}",
-                    point,
-                    param.name,
-                    path,
-                )
-            if not param.contains(value):
-                raise self.err(
-                    f"{value!r} is outside the param's distribution {param.describe()}", point, param.name, path
-                )
-            known[param.name] = value
-
-
-def _exclusive(a: Param, b: Param) -> bool:
-    if a.when is None or b.when is None or a.when.param != b.when.param or a.when.op != "in" or b.when.op != "in":
-        return False
-    return not any(_same(x, y) for x in a.when.value for y in b.when.value)
-
-
-def _describe_condition(cond: Condition) -> str:
-    if cond.op == "in":
-        return f"is in {list(cond.value)}"
-    return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[cond.op] + f" {cond.value}"

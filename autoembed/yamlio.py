@@ -20,20 +20,30 @@ class Located(dict):
         return self.lines.get(key)
 
 
-def _construct(node: yaml.Node, file: str, loader: yaml.SafeLoader) -> Any:
+def _construct(node: yaml.Node, file: str, loader: yaml.SafeLoader, path: str = "") -> Any:
     if isinstance(node, yaml.MappingNode):
         out = Located()
         out.file = file
         out.lines = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             if not isinstance(key, str):
-                raise AutoembedError(f"keys must be strings, got {key!r}", file=file, line=key_node.start_mark.line + 1)
-            out[key] = _construct(value_node, file, loader)
-            out.lines[key] = key_node.start_mark.line + 1
+                raise AutoembedError(f"keys must be strings, got {key!r}", file=file, line=line)
+            key_path = f"{path}.{key}" if path else key
+            if key in out:
+                # PyYAML keeps the last of two equal keys; one of them is a mistake the user should see.
+                raise AutoembedError(
+                    f"duplicate key {key!r} (first on line {out.lines[key]}); a mapping names each key once",
+                    file=file,
+                    line=line,
+                    key=key_path,
+                )
+            out[key] = _construct(value_node, file, loader, key_path)
+            out.lines[key] = line
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, file, loader) for child in node.value]
+        return [_construct(child, file, loader, f"{path}[{i}]") for i, child in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 
@@ -63,13 +73,28 @@ def load_yaml(path: str | Path) -> Located:
     return data
 
 
+def line_table(data: Any, prefix: str = "") -> dict[str, int]:
+    """The line of every key under ``data`` by its dotted path: ``fixed.training.max_steps``, ``points[0].loss``."""
+    out: dict[str, int] = {}
+    if isinstance(data, list):
+        for i, value in enumerate(data):
+            out.update(line_table(value, f"{prefix}[{i}]"))
+    for key, value in data.items() if isinstance(data, dict) else ():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key in getattr(data, "lines", {}):
+            out[path] = data.lines[key]
+        out.update(line_table(value, path))
+    return out
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.safe_dump(plain(data), sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Plain dicts and lists all the way down (no :class:`Located`, no tuples), as YAML and JSON write them."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -117,6 +117,15 @@ CASES = [
         "{file}:5: evaluation.k: must be a non-empty list of positive integers, got True",
         id="bool-k",
     ),
+    # YAML would keep the last of the two; the file is refused at the second
+    pytest.param(
+        "model: m\ndata:\n  train: t.jsonl\ntraining:\n  batch_size: 8\n  batch_size: 16\n",
+        "{file}:6: training.batch_size: duplicate key 'batch_size' (first on line 5)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "model: m\ndata:\n  train: t.jsonl\nmodel: n\n", "{file}:4: model: duplicate key 'model'", id="duplicate-top-key"
+    ),
 ]
 
 

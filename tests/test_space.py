@@ -507,6 +507,29 @@ ERRORS = [
         "'margin' depends on 'loss'; set 'loss' in this starting point too",
     ),
     (P + LOSS + "starting_points: {loss: infonce}\n", 3, "starting_points", "must be a list of mappings, got Located"),
+    # YAML keeps the last of two equal keys; the file is refused instead, at the second one
+    (P + LOSS + LOSS, 3, "params.loss", "duplicate key 'loss' (first on line 2)"),
+    (
+        P + LOSS + "starting_points:\n  - {loss: infonce,\n     loss: triplet}\n",
+        5,
+        "starting_points[0].loss",
+        "duplicate key 'loss' (first on line 4)",
+    ),
+    # messages pydantic's checks produce, in the same shape as the rest
+    (P + "  batch_size: {type: categorical, choices: [16, {a: 1}]}\n", 2, "params.batch_size.choices[1]", "each choice"),
+    (P + "  weight_decay: {type: float, low: 0.0, high: true}\n", 2, "params.weight_decay.high", "must be a number, got bool True"),
+    (P + "  weight_decay: {type: float, low: 0.0, high: .inf}\n", 2, "params.weight_decay.high", "must be a finite number"),
+    (P + "  weight_decay: {type: float, low: 0.0, high: 0.1, log: 1}\n", 2, "params.weight_decay.log", "must be true or false, got int 1"),
+    (P + "  weight_decay: {type: float, low: 0.0, high: 0.1, step: -0.1}\n", 2, "params.weight_decay.step", "must be > 0, got -0.1"),
+    (P + "  weight_decay: {type: float, low: 0.0, high: 0.1, step: 0.03}\n", 2, "params.weight_decay.step", "must be a multiple of step"),
+    (P + "  weight_decay: {type: float, high: 0.1}\n", 2, "params.weight_decay", "a float param needs 'low'"),
+    (P + "  batch_size: {type: categorical, choices: [8, 8]}\n", 2, "params.batch_size.choices", "8 is listed twice"),
+    (P + "  bad name: {type: int, low: 1, high: 2, target: training.epochs}\n", 2, "params.bad name", "a param name must be"),
+    (P + LOSS + "  margin: {type: float, low: 0.1, high: 1.0, when: {param: loss, in: []}}\n", 3, "params.margin.when.in", "must not be empty"),
+    ("params:\n  batch_size: 16\n", 2, "params.batch_size", "must be a mapping, got int 16"),
+    ("sampler: {n_startup_trials: 3}\n", 1, "sampler", "is missing 'type'; expected one of: tpe, random"),
+    ("name: [a]\n", 1, "name", "must be a string, got list ['a']"),
+    ("pruner: {type: hyperband, max_resource: 2.5}\n", 1, "pruner.max_resource", "must be int or str, got float 2.5"),
 ]
 
 
