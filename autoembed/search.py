@@ -123,7 +123,7 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
     space = SearchSpace.from_yaml_file(options.space)
     base = base_config(options, space.metric)
     info = backbone_info(options.model)
-    display = SearchDisplay(console, options, live=live)
+    display = SearchDisplay(console, options, live=live, metric=space.metric)
     # data and sampling errors surface before the study exists: a study created by a failed start would be
     # resumed later without its starting points
     display.note("reading data and tokenizing once for the whole study ...")
