@@ -14,9 +14,10 @@ KEY_PARAMS = ("loss", "output_dim", "attention_heads", "adapter_depth", "batch_s
 class SearchDisplay:
     """Collects trial events and redraws a table on stderr (plain lines when not a terminal)."""
 
-    def __init__(self, console, options, *, live: bool = True, max_rows: int = 15):
+    def __init__(self, console, options, *, live: bool = True, max_rows: int = 15, metric: str | None = None):
         self.console = console
         self.options = options
+        self.metric = metric or "value"  # the column header: the space's metric (recall@10, mrr@10, ...)
         self.rows: dict[int, dict[str, Any]] = {}
         self.best_value: float | None = None
         self.best_number: int | None = None
@@ -98,7 +99,7 @@ class SearchDisplay:
         elapsed = time.monotonic() - self.t_start
         best = f"best {self.best_value:.4f} (trial {self.best_number})" if self.best_value is not None else "no complete trial yet"
         table = Table(title=f"study {self.options.study}: {best} | elapsed {elapsed:.0f}s | ETA {self._eta()}", title_justify="left")
-        for col in ("trial", "state", "step", "recall", "params"):
+        for col in ("trial", "state", "step", self.metric, "params"):
             table.add_column(col)
         for number in sorted(self.rows)[-self.max_rows :]:
             row = self.rows[number]

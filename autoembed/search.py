@@ -183,7 +183,7 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
     space = SearchSpace.from_yaml_file(options.space)
     base = base_config(options, space.metric)
     info = backbone_info(options.model)
-    display = SearchDisplay(console, options, live=live)
+    display = SearchDisplay(console, options, live=live, metric=space.metric)
     runner = executor(options.executor)
     # a resource request no node can meet, bad data and bad samples all surface before the study exists: a study
     # created by a failed start would be resumed later without its starting points

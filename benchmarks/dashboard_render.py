@@ -161,10 +161,10 @@ def make_synthetic_study(storage_url: str, study_name: str, n_trials: int, *, se
         attrs = {"config": _config(params, N_EVALS * EVAL_EVERY), "embedding_dim": params["output_dim"] or HIDDEN}
         value = None
         if curve and state != TrialState.FAIL:
-            best_step = max(curve, key=curve.get)
-            attrs["best_step"] = best_step
+            value_step = max(curve, key=curve.get)
+            attrs["value_step"] = value_step
             if state == TrialState.COMPLETE:
-                value = curve[best_step]
+                value = curve[value_step]
         if state != TrialState.RUNNING:
             attrs["train_seconds"] = seconds
         if state == TrialState.FAIL:

@@ -15,7 +15,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from autoembed import dashboard as d
+from autoembed import dashboard
+from autoembed.dashboard import data, figures
 from autoembed.errors import AutoembedError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -107,7 +108,7 @@ def test_history_best_so_far_is_monotone_and_right(direction, values, best):
         specs += [trial("complete", v), trial("pruned", curve={1: 0.99}), trial("fail")]
     trials = trials_of(*specs, direction=direction)
 
-    info = d._get_history_info(trials, StudyDirection[direction.upper()])
+    info = data._get_history_info(trials, StudyDirection[direction.upper()])
 
     assert info.numbers == [0, 3, 6, 9, 12]  # only completed trials, in order
     assert info.values == values
@@ -126,12 +127,12 @@ def test_intermediate_curves_tell_pruned_completed_and_running_apart():
         trial("complete", 0.5),  # reported nothing
     )
 
-    info = d._get_intermediate_info(trials)
+    info = data._get_intermediate_info(trials)
 
     assert [(c.number, c.state) for c in info.curves] == [(0, "completed"), (1, "pruned"), (3, "running")]
     assert info.curves[0].steps == [100, 200, 300]  # sorted by step
     assert info.curves[0].values == [0.3, 0.5, 0.6]
-    fig = d._get_intermediate_plot(info, "recall@10")
+    fig = figures._get_intermediate_plot(info, "recall@10")
     assert [t.name for t in fig.data] == ["completed (1)", "pruned (1)", "running (1)"]
     assert fig.data[0].line.color != fig.data[1].line.color
 
@@ -148,7 +149,7 @@ def test_intermediate_curves_tell_pruned_completed_and_running_apart():
     ],
 )
 def test_pareto_front_on_hand_made_points(points, direction, front):
-    assert d._pareto_front(points, direction) == front
+    assert data._pareto_front(points, direction) == front
 
 
 def test_pareto_info_reads_the_effective_embedding_dim():
@@ -160,11 +161,11 @@ def test_pareto_info_reads_the_effective_embedding_dim():
         trial("pruned", params={"output_dim": 64}, embedding_dim=64),
     )
 
-    info = d._get_pareto_info(trials, MAX)
+    info = data._get_pareto_info(trials, MAX)
 
     assert (info.numbers, info.dims, info.values) == ([0, 1, 2], [64, 384, 128], [0.5, 0.7, 0.6])
     assert info.front == [0, 2, 1]  # by increasing dimension
-    fig = d._get_pareto_plot(info, "recall@10")
+    fig = figures._get_pareto_plot(info, "recall@10")
     assert list(fig.data[1].x) == [64, 128, 384]
 
 
@@ -178,20 +179,20 @@ def test_compute_split_sums_and_what_pruning_saved():
         trial("running", curve={250: 0.3}),  # no train_seconds yet: counted, costs nothing known
     )
 
-    info = d._get_compute_info(trials)
+    info = data._get_compute_info(trials)
 
     assert info.seconds == {"completed": 220.0, "pruned": 70.0, "failed": 5.0}
     assert info.counts == {"completed": 2, "pruned": 2, "failed": 1, "running": 1}
     assert info.total_seconds == 295.0
     assert info.full_steps == 1000
     assert info.saved_seconds == pytest.approx(130.0)
-    fig = d._get_compute_plot(info)
+    fig = figures._get_compute_plot(info)
     assert sum(fig.data[0].x[:3]) * 3600 == pytest.approx(295.0)
     assert fig.data[0].y[-1] == "saved by pruning (estimate)"
 
 
 def test_compute_without_a_completed_trial_saves_nothing_known():
-    info = d._get_compute_info(trials_of(trial("pruned", curve={1: 0.1}, seconds=3.0)))
+    info = data._get_compute_info(trials_of(trial("pruned", curve={1: 0.1}, seconds=3.0)))
     assert info.saved_seconds is None
     assert info.seconds == {"pruned": 3.0}
 
@@ -204,7 +205,7 @@ def test_slices_cover_the_architecture_choices_present():
         trial("pruned", params={"output_dim": 256, "loss": "contrastive"}),
     )
 
-    info = d._get_slice_info(trials)
+    info = data._get_slice_info(trials)
 
     assert [s.param for s in info.slices] == ["output_dim", "adapter_depth", "loss"]  # no attention_heads searched
     dim = info.slices[0]
@@ -212,7 +213,7 @@ def test_slices_cover_the_architecture_choices_present():
     assert dim.x == ["64", "None (hidden size 384)", "64"]
     assert dim.values == [0.5, 0.7, 0.6]
     assert info.slices[2].categories == ["infonce", "triplet"]
-    assert d._get_slice_plot(info, "recall@10").data[0].type == "box"
+    assert figures._get_slice_plot(info, "recall@10").data[0].type == "box"
 
 
 def test_parallel_coordinates_place_missing_conditional_params_on_their_own_tick():
@@ -222,7 +223,7 @@ def test_parallel_coordinates_place_missing_conditional_params_on_their_own_tick
         trial("pruned", params={"loss": "triplet", "margin_triplet": 0.9, "backbone_lr": 1e-5}),
     )
 
-    info = d._get_parallel_info(trials, "recall@10", first=["backbone_lr"])
+    info = data._get_parallel_info(trials, "recall@10", first=["backbone_lr"])
 
     assert info.numbers == [0, 1]
     assert info.objective.values == [0.5, 0.7]
@@ -231,12 +232,12 @@ def test_parallel_coordinates_place_missing_conditional_params_on_their_own_tick
     assert lr.values == pytest.approx([-5.0, -3.0])
     assert loss.values == [1.0, 0.0] and loss.ticktext == ["infonce", "triplet", "contrastive"]
     assert margin.values[0] == 0.2 and margin.values[1] < 0.2  # below every real value...
-    assert margin.ticktext[0] == d._MISSING and margin.tickvals[0] == margin.values[1]  # ...on the "—" tick
-    assert d._get_parallel_info(trials, max_axes=2).left_out == ["backbone_lr", "temperature_infonce"]
+    assert margin.ticktext[0] == data._MISSING and margin.tickvals[0] == margin.values[1]  # ...on the "—" tick
+    assert data._get_parallel_info(trials, max_axes=2).left_out == ["backbone_lr", "temperature_infonce"]
 
 
 def test_importances_need_enough_completed_trials():
-    info = d._get_importance_info(trials_of(trial("complete", 0.5, {"batch_size": 16})), MAX)
+    info = data._get_importance_info(trials_of(trial("complete", 0.5, {"batch_size": 16})), MAX)
     assert info.importances == {} and "at least 5 completed trials" in info.message
 
 
@@ -248,29 +249,54 @@ def test_importances_rank_the_parameter_that_matters_and_name_the_conditional_on
         params[f"margin_{loss}"] = 0.1 + (i % 5) / 10
         specs.append(trial("complete", 0.3 + 0.05 * math.log10(params["backbone_lr"]) + 0.001 * (i % 2), params))
 
-    info = d._get_importance_info(trials_of(*specs), MAX)
+    info = data._get_importance_info(trials_of(*specs), MAX)
 
     assert info.message is None
     assert next(iter(info.importances)) == "backbone_lr"
     assert sum(info.importances.values()) == pytest.approx(1.0)
     assert set(info.left_out) == {"margin_infonce", "margin_triplet", "margin_contrastive"}
-    assert d._get_importance_info(trials_of(*specs), MAX).importances == info.importances  # fixed seed
+    assert data._get_importance_info(trials_of(*specs), MAX).importances == info.importances  # fixed seed
 
 
 def test_top_trials_best_first_with_their_configs():
     config = {"model": {}, "architecture": {"output_dim": 64}, "loss": {"type": "infonce"}}
     trials = trials_of(
         trial("complete", 0.5, {"loss": "triplet"}),
-        trial("complete", 0.7, {"loss": "infonce"}, config=config, embedding_dim=64, best_step=300, seconds=12.5),
+        trial("complete", 0.7, {"loss": "infonce"}, config=config, embedding_dim=64, value_step=300, seconds=12.5),
         trial("pruned", curve={1: 0.9}),
-        trial("complete", 0.7, {"loss": "infonce"}),
+        trial("complete", 0.7, {"loss": "infonce"}, best_step=200),  # a study written before value_step
     )
 
-    top = d._get_top_trials_info(trials, MAX, k=2)
+    top = data._get_top_trials_info(trials, MAX, k=2)
 
     assert [(t.rank, t.number, t.value) for t in top] == [(1, 1, 0.7), (2, 3, 0.7)]  # a tie goes to the earlier
-    assert (top[0].config, top[0].embedding_dim, top[0].best_step, top[0].seconds) == (config, 64, 300, 12.5)
-    assert [t.number for t in d._get_top_trials_info(trials, MIN)] == [0, 1, 3]
+    assert (top[0].config, top[0].embedding_dim, top[0].value_step, top[0].seconds) == (config, 64, 300, 12.5)
+    assert top[1].value_step == 200
+    assert [t.number for t in data._get_top_trials_info(trials, MIN)] == [0, 1, 3]
+
+
+def test_top_trials_read_value_step_before_best_step():
+    top = data._get_top_trials_info(trials_of(trial("complete", 0.5, value_step=4, best_step=9)), MAX)
+    assert top[0].value_step == 4
+
+
+def test_figures_label_their_axes_with_the_study_metric():
+    trials = trials_of(
+        trial("complete", 0.5, {"output_dim": 64, "loss": "triplet"}, curve={1: 0.5}, embedding_dim=64),
+        trial("complete", 0.7, {"output_dim": 128, "loss": "infonce"}, curve={1: 0.7}, embedding_dim=128),
+    )
+
+    history = figures._get_history_plot(data._get_history_info(trials, MAX), "mrr@10")
+    curves = figures._get_intermediate_plot(data._get_intermediate_info(trials), "mrr@10")
+    pareto = figures._get_pareto_plot(data._get_pareto_info(trials, MAX), "mrr@10")
+    slices = figures._get_slice_plot(data._get_slice_info(trials), "mrr@10")
+    parallel = figures._get_parallel_plot(data._get_parallel_info(trials, "mrr@10"))
+
+    for fig in (history, curves, pareto, slices):
+        assert fig.layout.yaxis.title.text == "mrr@10"
+    assert history.data[0].name == "mrr@10 of a completed trial"
+    assert parallel.data[0].dimensions[0].label == "mrr@10"
+    assert parallel.data[0].line.colorbar.title.text == "mrr@10"
 
 
 def test_summary_counts_states_and_groups_failures():
@@ -284,7 +310,7 @@ def test_summary_counts_states_and_groups_failures():
         trial("pruned", curve={1: 0.1}),
     )
 
-    info = d._get_summary_info("s", "postgresql://u:pw@h/db", {"provenance": PROVENANCE}, trials, MAX)
+    info = data._get_summary_info("s", "postgresql://u:pw@h/db", {"provenance": PROVENANCE}, trials, MAX)
 
     assert info.counts == {"completed": 2, "failed": 4, "pruned": 1}
     assert (info.n_trials, info.n_completed, info.best_number, info.best_value) == (7, 2, 2, 0.6)
@@ -307,7 +333,7 @@ def test_summary_counts_states_and_groups_failures():
     ],
 )
 def test_mask_url_hides_passwords(url, masked):
-    assert d.mask_url(url) == masked
+    assert dashboard.mask_url(url) == masked
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,9 +345,9 @@ def test_readonly_loading_leaves_the_sqlite_file_unchanged(tmp_path):
     db = tmp_path / "study.db"
     before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(os.listdir(tmp_path)))
 
-    study = d.load_study_readonly(url, "s")
+    study = dashboard.load_study_readonly(url, "s")
     assert len(study.get_trials(deepcopy=False)) == 2
-    d.write_dashboard(url, "s", tmp_path / "out" / "dashboard.html")
+    dashboard.write_dashboard(url, "s", tmp_path / "out" / "dashboard.html")
     with pytest.raises(Exception, match="(?i)readonly|read-only|commit"):
         study.set_user_attr("touched", True)  # the connection itself refuses writes
 
@@ -335,9 +361,9 @@ def test_readonly_loading_works_while_a_writer_holds_a_write_transaction(tmp_pat
     writer.execute("BEGIN IMMEDIATE")  # the RESERVED lock a trial's writer holds while it writes
     writer.execute("UPDATE trials SET state = 'FAIL'")
     try:
-        study = d.load_study_readonly(url, "s")
+        study = dashboard.load_study_readonly(url, "s")
         assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.COMPLETE]  # committed data
-        page = d.write_dashboard(url, "s", tmp_path / "dashboard.html")
+        page = dashboard.write_dashboard(url, "s", tmp_path / "dashboard.html")
         assert page.is_file()
     finally:
         writer.rollback()
@@ -345,7 +371,7 @@ def test_readonly_loading_works_while_a_writer_holds_a_write_transaction(tmp_pat
 
 def test_readonly_loading_does_not_block_writers(tmp_path):
     url = sqlite_study(tmp_path, trial("complete", 0.5, {"loss": "infonce"}))
-    study = d.load_study_readonly(url, "s")
+    study = dashboard.load_study_readonly(url, "s")
     study.get_trials(deepcopy=False)
 
     writer = sqlite3.connect(tmp_path / "study.db", timeout=0)  # would fail at once on any lock we held
@@ -353,7 +379,7 @@ def test_readonly_loading_does_not_block_writers(tmp_path):
         writer.execute("BEGIN EXCLUSIVE")
         writer.execute("UPDATE studies SET study_name = study_name")
     writer.close()
-    assert len(d.load_study_readonly(url, "s").get_trials()) == 1
+    assert len(dashboard.load_study_readonly(url, "s").get_trials()) == 1
 
 
 def test_a_running_study_shows_its_running_trials(tmp_path):
@@ -362,7 +388,7 @@ def test_a_running_study_shows_its_running_trials(tmp_path):
     running = live.ask()
     running.report(0.3, 1)
 
-    page = d.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
+    page = dashboard.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
 
     assert "running (1)" in page and ">1</b><span>running" in page
 
@@ -403,14 +429,14 @@ def test_load_errors_name_the_study_and_the_storage(tmp_path, make, study_name, 
     else:
         url = sqlite_study(tmp_path)
     with expectation:
-        assert d.load_study_readonly(url, study_name).study_name == study_name
+        assert dashboard.load_study_readonly(url, study_name).study_name == study_name
     assert not (tmp_path / "nowhere.db").exists()  # reading never creates the database
 
 
 def test_load_error_masks_the_password(tmp_path):
     url = "postgresql://user:hunter2@127.0.0.1:1/db"  # nothing listens on port 1
     with pytest.raises(AutoembedError) as caught:
-        d.load_study_readonly(url, "s")
+        dashboard.load_study_readonly(url, "s")
     assert "hunter2" not in str(caught.value)
     assert "postgresql://user:***@127.0.0.1:1/db" in str(caught.value)
 
@@ -424,7 +450,7 @@ def test_postgres_study_is_read_in_a_read_only_session():
     study = optuna.create_study(storage=base, study_name=name, direction="maximize")
     try:
         study.add_trial(trial("complete", 0.5, {"loss": "infonce"}))
-        loaded = d.load_study_readonly(base, name)
+        loaded = dashboard.load_study_readonly(base, name)
         assert [t.value for t in loaded.get_trials()] == [0.5]
         with pytest.raises(Exception, match="(?i)read-only|commit"):
             loaded.set_user_attr("touched", True)
@@ -449,7 +475,7 @@ def test_page_is_self_contained_with_every_figure(tmp_path):
             specs.append(trial("complete", 0.3 + 0.01 * i, params, curve, seconds=30.0, embedding_dim=dim, config={}))
     url = sqlite_study(tmp_path, *specs, user_attrs={"objective": "recall@10", "provenance": PROVENANCE})
 
-    path = d.write_dashboard(url, "s", tmp_path / "nested" / "dir" / "dashboard.html", title="My <study>")
+    path = dashboard.write_dashboard(url, "s", tmp_path / "nested" / "dir" / "dashboard.html", title="My <study>")
 
     assert path == tmp_path / "nested" / "dir" / "dashboard.html"
     assert [p.name for p in path.parent.iterdir()] == ["dashboard.html"]  # no temp file left behind
@@ -475,6 +501,25 @@ def test_page_is_self_contained_with_every_figure(tmp_path):
     assert 'id="ae-top-trials"' in page and "recall@10" in page
 
 
+def test_page_says_the_study_metric_and_the_value_step(tmp_path):
+    specs = [
+        trial("complete", 0.3 + 0.01 * i, {"loss": CHOICES["loss"][i % 3]}, {1: 0.1, 2: 0.2}, value_step=2)
+        for i in range(6)
+    ]
+    url = sqlite_study(tmp_path, *specs, user_attrs={"objective": "mrr@10", "provenance": PROVENANCE})
+
+    page = dashboard.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
+
+    from plotly.offline import get_plotlyjs
+
+    ours = page.replace(get_plotlyjs(), "")
+    assert "recall" not in ours.lower()  # an MRR@10 study is not labelled recall anywhere
+    assert "Intermediate mrr@10 curves" in ours and "<th>mrr@10</th>" in ours
+    assert ours.count('"title":{"text":"mrr@10"}') >= 4  # the history, curves, slices and parallel axes
+    assert "<th>value step</th>" in ours and "best step" not in ours
+    assert '<td class="num">2</td>' in ours
+
+
 @pytest.mark.parametrize(
     ("specs", "says"),
     [
@@ -486,7 +531,7 @@ def test_page_is_self_contained_with_every_figure(tmp_path):
 def test_page_without_completed_trials_says_so(tmp_path, specs, says):
     url = sqlite_study(tmp_path, *specs)
 
-    page = d.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
+    page = dashboard.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
 
     assert says in page
     assert 'class="ae-figure"' not in page
@@ -505,7 +550,7 @@ def test_page_escapes_what_the_study_stores(tmp_path):
         user_attrs={"objective": evil, "provenance": provenance, "space_summary": {"k": evil}},
     )
 
-    page = d.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
+    page = dashboard.write_dashboard(url, "s", tmp_path / "dashboard.html").read_text()
 
     assert evil not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -2,7 +2,9 @@
 draws every figure with data, and a screenshot is saved for a human to look at.
 
 Chromium is driven through the DevTools protocol over `--remote-debugging-pipe` (file descriptors 3
-and 4), so the test needs no Python browser library. It is skipped when /usr/bin/chromium is missing,
+and 4), so the test needs no Python browser library. The page a user gets has no test code: the test
+injects its error catcher and figure check (`PAGE_CHECK`) before the page's own scripts run, and also
+collects what Chromium itself logs. It is skipped when /usr/bin/chromium is missing,
 except in CI (the `CI` variable is set), where it fails instead.
 """
 
@@ -37,6 +39,48 @@ FIGURE_IDS = {
 }
 
 pytestmark = pytest.mark.browser
+
+# Injected before the page's own scripts: catches errors and console.error calls, and once the page has
+# loaded writes "ok N" to window.__aeCheck when each of the N figures' traces hold data, else "fail: ...".
+PAGE_CHECK = """
+(function () {
+  var errors = [];
+  window.__aeErrors = errors;
+  window.__aeCheck = "pending";
+  window.addEventListener("error", function (e) { errors.push("error: " + (e.message || e)); });
+  window.addEventListener("unhandledrejection", function (e) { errors.push("unhandled rejection: " + e.reason); });
+  var original = console.error;
+  console.error = function () {
+    errors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+    return original.apply(console, arguments);
+  };
+  function points(trace) {
+    var n = 0;
+    ["x", "y", "values"].forEach(function (k) {
+      if (trace[k] && trace[k].length > n) { n = trace[k].length; }
+    });
+    (trace.dimensions || []).forEach(function (d) {
+      if (d.values && d.values.length > n) { n = d.values.length; }
+    });
+    return n;
+  }
+  function check() {
+    var problems = [];
+    var figures = document.querySelectorAll(".ae-figure");
+    figures.forEach(function (box) {
+      var plot = box.querySelector(".js-plotly-plot");
+      if (!plot || !plot.data) { problems.push(box.id + " not drawn"); return; }
+      var total = 0;
+      plot.data.forEach(function (t) { total += points(t); });
+      if (total === 0) { problems.push(box.id + " has no data"); }
+    });
+    if (typeof Plotly === "undefined") { problems.push("plotly.js missing"); }
+    problems = problems.concat(errors);
+    window.__aeCheck = problems.length ? "fail: " + problems.join("; ") : "ok " + figures.length;
+  }
+  window.addEventListener("load", function () { setTimeout(check, 500); });
+})();
+"""
 
 
 def _chromium() -> str:
@@ -182,6 +226,7 @@ def open_page(binary: str, page: Path, profile: Path, screenshot: Path | None = 
         session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             browser.send(f"{domain}.enable", session=session)
+        browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_CHECK}, session=session)
         browser.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
@@ -193,7 +238,7 @@ def open_page(binary: str, page: Path, profile: Path, screenshot: Path | None = 
         deadline = time.monotonic() + 30
         while marker == "pending" and time.monotonic() < deadline:
             time.sleep(0.2)
-            marker = evaluate(browser, session, "document.getElementById('ae-check').textContent")
+            marker = evaluate(browser, session, "window.__aeCheck || 'pending'")
         figures = evaluate(
             browser,
             session,
@@ -275,3 +320,22 @@ def test_dashboard_without_completed_trials_in_chromium(tmp_path, states):
     assert (
         ("no trials yet" in seen["notice"]) if not states else ("All 2 trials of this study failed" in seen["notice"])
     )
+
+
+def test_the_browser_check_catches_a_broken_page(tmp_path):
+    # The checks above would pass vacuously if neither Chromium's log nor PAGE_CHECK saw errors.
+    import optuna
+
+    binary = _chromium()
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=url, study_name="s", direction="maximize")
+    page = write_dashboard(url, "s", tmp_path / "dashboard.html")
+    broken = '<script>console.error("broken on purpose"); null.x;</script></body>'
+    page.write_text(page.read_text().replace("</body>", broken), encoding="utf-8")
+
+    seen = open_page(binary, page, tmp_path / "profile")
+
+    assert any("console.error: broken on purpose" in e for e in seen["errors"]), seen["errors"]
+    assert any(e.startswith("exception: TypeError") for e in seen["errors"]), seen["errors"]
+    assert seen["marker"].startswith("fail: ") and "broken on purpose" in seen["marker"], seen["marker"]
+    assert "TypeError" in seen["marker"], seen["marker"]
