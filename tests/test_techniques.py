@@ -270,3 +270,30 @@ def test_training_with_augmentation_reproduces_and_differs_from_without(tiny_mod
     a, b, plain = train(augmented), train(augmented), train(config)
     assert not moved(weights(a.model), weights(b.model)) and a.history == b.history
     assert moved(weights(a.model), weights(plain.model))
+
+
+def test_a_search_space_samples_every_technique_by_its_short_name(tmp_path):
+    import optuna
+
+    from autoembed.space import SearchSpace
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "params:\n"
+        "  classification_weight: {type: float, low: 0.1, high: 1.0}\n"
+        "  adversarial_weight: {type: float, low: 0.01, high: 0.5, log: true}\n"
+        "  unfreeze_head_pairs: {type: int, low: 0, high: 4096, step: 1024}\n"
+        "  unfreeze_layer_pairs: {type: int, low: 0, high: 2048, step: 512}\n"
+        "  layer_lr_decay: {type: float, low: 0.6, high: 1.0}\n"
+        "  augment_delete_rate: {type: float, low: 0.0, high: 0.3}\n"
+        "  augment_swap_rate: {type: float, low: 0.0, high: 0.3}\n"
+        "fixed:\n"
+        "  data.general_texts: general.txt\n"
+        "  export.pca_variance: 0.95\n"
+    )
+    space = SearchSpace.from_yaml_file(path)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    config = space.sample(trial, TrialConfig.from_dict({"model": "m", "data": {"train": "t.jsonl"}}), hidden_size=32)
+    for name, value in trial.params.items():
+        assert config.get(space.params[name].target) == value
+    assert config.export.pca_variance == 0.95 and config.data.general_texts == "general.txt"
