@@ -20,6 +20,7 @@ LOSSES = ("contrastive", "triplet", "infonce")
 POOLINGS = ("mean", "cls", "max")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 PRECISIONS = ("fp32", "bf16", "fp16")
+EXPORT_DTYPES = ("fp32", "fp16")
 DISTANCES = ("cosine", "euclidean")
 
 
@@ -165,6 +166,11 @@ class DataConfig(Section):
     # mined negatives per training row: the base model ranks the corpus (else the training positives) for each
     # query, and the n highest-ranked texts that are not its positives join that row (autoembed/mining.py)
     hard_negatives: int = _f(0, Rule(INT, 0, 64))
+    # unlabeled general-domain text (one a line, or JSONL/CSV with a ``text`` column) for loss.adversarial_weight
+    general_texts: str | None = _f(None, Rule(STR, optional=True))
+    # training queries only, each step afresh, seeded by (training.seed, step, row) (autoembed/augment.py)
+    augment_delete_rate: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
+    augment_swap_rate: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
 
     def validate(self, *, file, lines, prefix):
         if not self.train:
@@ -197,6 +203,12 @@ class LossConfig(Section):
     temperature: float = _f(0.05, Rule(FLOAT, 0.0, 10.0, low_open=True))
     label_smoothing: float = _f(0.0, Rule(FLOAT, 0.0, 0.5))
     symmetric: bool = _f(False, Rule(BOOL))
+    # a linear classifier over the embedding, trained with cross-entropy on each row's class (its doc_id, else its
+    # positive text) and dropped from the saved model (autoembed/classification.py); 0 is off
+    classification_weight: float = _f(0.0, Rule(FLOAT, 0.0, 100.0))
+    # the strength of the reversed gradient from a domain classifier telling data.general_texts from the training
+    # texts (autoembed/adversarial.py); 0 is off
+    adversarial_weight: float = _f(0.0, Rule(FLOAT, 0.0, 100.0))
 
 
 @dataclass
@@ -218,6 +230,13 @@ class TrainingConfig(Section):
     threads: int | None = _f(None, Rule(INT, 1, 1024, optional=True))
     precision: str = _f("fp32", Rule(STR, choices=PRECISIONS))
     device: str = _f("auto", Rule(STR))
+    # progressive fine-tuning (autoembed/progressive.py): the backbone stays frozen for the first
+    # unfreeze_head_pairs training rows, then unfreezes from the top, one layer per unfreeze_layer_pairs rows
+    # (0: all at once); both 0 is off
+    unfreeze_head_pairs: int = _f(0, Rule(INT, 0, 10**12))
+    unfreeze_layer_pairs: int = _f(0, Rule(INT, 0, 10**12))
+    # each backbone layer trains at this times the learning rate of the layer above it; 1.0 is off
+    layer_lr_decay: float = _f(1.0, Rule(FLOAT, 0.0, 1.0, low_open=True))
 
 
 @dataclass
@@ -247,12 +266,24 @@ class EvaluationConfig(Section):
             )
 
 
+@dataclass
+class ExportConfig(Section):
+    """What the saved model becomes after training (autoembed/export.py); every step is off by default."""
+
+    # keep the fewest principal components of the training texts' embeddings that explain this share of their
+    # variance, saved as a Dense layer; null is off
+    pca_variance: float | None = _f(None, Rule(FLOAT, 0.0, 1.0, low_open=True, optional=True))
+    pca_max_texts: int = _f(20000, Rule(INT, 2, 10**9))
+    dtype: str = _f("fp32", Rule(STR, choices=EXPORT_DTYPES))
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "architecture": ArchitectureConfig,
     "loss": LossConfig,
     "training": TrainingConfig,
     "evaluation": EvaluationConfig,
+    "export": ExportConfig,
 }
 
 
@@ -270,6 +301,7 @@ class TrialConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     provenance: dict[str, Any] | None = None
 
     @classmethod

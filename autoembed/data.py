@@ -5,6 +5,9 @@ Row kinds (JSONL objects or CSV rows):
 - triplet: a pair plus ``"negative"``: a string or a list of strings
 - labeled pair: ``{"text1": str, "text2": str, "label": 0 | 1}`` (for the contrastive loss)
 
+A pair or triplet row may carry a class in ``"label"`` (a string or an integer), which
+``loss.classification_weight`` trains on.
+
 Any row may carry ``"doc_id"`` naming a corpus row ``{"_id": str, "text": str}`` (the BEIR convention); the
 corpus is what retrieval metrics search. A pair row with a ``doc_id`` and no ``positive`` takes the corpus
 text as its positive.
@@ -32,6 +35,7 @@ class Example:
     positive: str
     negatives: tuple[str, ...] = ()
     label: float | None = None  # set for labeled pairs only
+    category: str | None = None  # a pair or triplet row's class, from its "label" field
     doc_id: str | None = None
     line: int = 0
 
@@ -157,7 +161,7 @@ def read_examples(path: str | Path, corpus: dict[str, str] | None = None) -> lis
                 raise AutoembedError(f"row has doc_id {doc_id!r} but no corpus file was given", file=str(path), line=line, key="doc_id")
             if doc_id not in corpus:
                 raise AutoembedError(f"unknown doc_id {doc_id!r}: not in the corpus", file=str(path), line=line, key="doc_id")
-        if "text1" in record or "label" in record:
+        if "text1" in record or ("label" in record and "query" not in record and "anchor" not in record):
             label = record.get("label")
             if isinstance(label, str) and label.strip() in ("0", "1", "0.0", "1.0"):
                 label = float(label)
@@ -188,7 +192,13 @@ def read_examples(path: str | Path, corpus: dict[str, str] | None = None) -> lis
                 if not isinstance(item, str) or not item.strip():
                     raise AutoembedError(f"field 'negative' holds {item!r}; each negative must be a non-empty string", file=str(path), line=line, key="negative")
             negatives = tuple(items)
-        examples.append(Example(anchor, positive, negatives, doc_id=doc_id, line=line))
+        category = record.get("label")
+        if category is not None:
+            if isinstance(category, int) and not isinstance(category, bool):
+                category = str(category)
+            if not isinstance(category, str) or not category.strip():
+                raise AutoembedError(f"field 'label' of a query row is its class: a non-empty string or an integer, got {category!r}", file=str(path), line=line, key="label")
+        examples.append(Example(anchor, positive, negatives, doc_id=doc_id, line=line, category=category))
     return examples
 
 

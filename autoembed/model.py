@@ -18,6 +18,7 @@ from torch import nn
 
 from autoembed.config import projection_input
 from autoembed.errors import AutoembedError
+from autoembed.progressive import encoder_layers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -189,15 +190,7 @@ def freeze_lowest_layers(model: SentenceTransformer, n: int) -> int:
     if n <= 0:
         return 0
     hf = model[0].model
-    layers = None
-    for module in hf.modules():
-        for name in ("layer", "layers"):
-            candidate = getattr(module, name, None)
-            if isinstance(candidate, nn.ModuleList):
-                layers = candidate
-                break
-        if layers is not None:
-            break
+    layers = encoder_layers(hf)
     if layers is None:
         raise AutoembedError("cannot find the backbone's encoder layers to freeze", key="training.freeze_layers")
     if n > len(layers):

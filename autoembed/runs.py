@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from autoembed.errors import AutoembedError
+from autoembed.export import export_model
 from autoembed.fileio import atomic_write_json
 from autoembed.training import train
 
@@ -76,6 +77,9 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
     staged = staging_dir(output)
     try:
         record = metrics_record(result, config)
+        exported = export_model(result.model, config, result.prepared, result.metrics)
+        if exported:
+            record["export"] = exported
         record.update(extra or {})
         if seed_values:
             study_value = ((config.provenance or {}).get("objective") or {}).get("value")

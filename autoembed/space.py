@@ -66,6 +66,13 @@ DEFAULT_TARGETS: dict[str, str] = {
     "max_steps": "training.max_steps",
     "freeze_layers": "training.freeze_layers",
     "hard_negatives": "data.hard_negatives",
+    "classification_weight": "loss.classification_weight",
+    "adversarial_weight": "loss.adversarial_weight",
+    "unfreeze_head_pairs": "training.unfreeze_head_pairs",
+    "unfreeze_layer_pairs": "training.unfreeze_layer_pairs",
+    "layer_lr_decay": "training.layer_lr_decay",
+    "augment_delete_rate": "data.augment_delete_rate",
+    "augment_swap_rate": "data.augment_swap_rate",
 }
 
 HEADS_KEY = "architecture.attention_heads"

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from autoembed.config import TrialConfig
+from autoembed.config import TrialConfig, embedding_dim
 from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
@@ -31,6 +31,8 @@ from autoembed.model import (
     load_encoder,
     parameter_groups,
 )
+from autoembed.progressive import layer_lr_chunks
+from autoembed.techniques import Techniques
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ class TrainResult:
     seconds: float
     stopped: bool
     model: object = field(repr=False)
+    prepared: Prepared | None = field(default=None, repr=False)  # what export fits PCA on and evaluates with
 
 
 def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tuple[float, int]:
@@ -178,15 +181,15 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(model, config: TrialConfig) -> torch.optim.Optimizer:
+def _optimizer(model, config: TrialConfig, extra: list[tuple[list, float, str]] = ()) -> torch.optim.Optimizer:
     t = config.training
     backbone, head = parameter_groups(model)
     groups = []
-    for params, lr in ((backbone, t.backbone_lr), (head, t.head_lr)):
+    for params, lr, name in (*layer_lr_chunks(model, backbone, t.backbone_lr, t.layer_lr_decay), (head, t.head_lr, "head"), *extra):
         decay = [p for n, p in params if p.ndim > 1 and "norm" not in n.lower()]
         no_decay = [p for n, p in params if not (p.ndim > 1 and "norm" not in n.lower())]
-        groups.append({"params": decay, "lr": lr, "weight_decay": t.weight_decay, "name": "backbone" if params is backbone else "head"})
-        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": ("backbone" if params is backbone else "head") + "_no_decay"})
+        groups.append({"params": decay, "lr": lr, "weight_decay": t.weight_decay, "name": name})
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name + "_no_decay"})
     groups = [g for g in groups if g["params"]]
     if not groups:
         return None
@@ -278,7 +281,12 @@ def _train(
     model = build_model(config, device=device, info=prepared.info)
     freeze_lowest_layers(model, t.freeze_layers)
     model.train()
-    optimizer = _optimizer(model, config)
+    techniques = Techniques(
+        config, model, train_rows, dim=embedding_dim(config.architecture, prepared.info.hidden_size), device=device,
+        embed=lambda texts, idx: _embed(model, texts, idx, device),
+    )
+    optimizer = _optimizer(model, config, techniques.param_chunks())
+    techniques.start()
     total = total_steps(config, len(train_rows))
     warmup = round(t.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total))
@@ -302,11 +310,13 @@ def _train(
     history: list[tuple[int, dict[str, float]]] = []
     every = config.evaluation.every_steps
     stopped = False
-    step = 0
+    step = pairs_seen = 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for rows in _batches(train_rows, t.batch_size, t.seed):
         if step >= total:
             break
+        techniques.before_step(pairs_seen)
+        pairs_seen += len(rows)
         examples = [train_rows[r] for r in rows]
         a_idx = [index[ex.anchor] for ex in examples]
         p_idx = [index[ex.positive] for ex in examples]
@@ -314,7 +324,7 @@ def _train(
         n_idx = [index[n] for negs in row_negs for n in negs]
         owner = [i for i, negs in enumerate(row_negs) for _ in negs]
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            anchors = _embed(model, cache, a_idx, device)
+            anchors = techniques.embed_anchors(examples, step) if techniques.augments else _embed(model, cache, a_idx, device)
             cands = _embed(model, cache, p_idx + n_idx, device)
             batch = Batch(
                 anchors=anchors.float(),
@@ -327,6 +337,8 @@ def _train(
                 labels=torch.tensor([ex.label for ex in examples], device=device) if examples[0].label is not None else None,
             )
             loss = compute_loss(config.loss, batch)
+            if techniques.adds_loss:
+                loss = loss + techniques.extra_loss(examples, batch.anchors, batch.positives, step)
         if not torch.isfinite(loss):
             raise TrialFailed(f"loss is {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
@@ -364,4 +376,5 @@ def _train(
         seconds=time.perf_counter() - started,
         stopped=stopped,
         model=model,
+        prepared=prepared,
     )

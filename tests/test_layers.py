@@ -15,7 +15,8 @@ LAYERS = [
     {"search", "recipe", "dashboard", "evaluate", "examples"},
     {"trials", "raytune", "runs"},
     {"training", "provenance"},
-    {"model", "losses", "mining", "evaluation", "space", "study"},
+    {"model", "losses", "mining", "evaluation", "space", "study"}
+    | {"techniques", "classification", "adversarial", "progressive", "augment", "export"},
     {"data", "config", "yamlio", "errors", "fileio", "progress", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
