@@ -125,8 +125,11 @@ def running_ages(study: optuna.Study) -> dict[int, float]:
     session = storage.scoped_session()
     try:
         now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        # optuna 5 keeps the column as _datetime_start_utc behind a local-time property; optuna 4 names it datetime_start
+        utc = hasattr(models.TrialModel, "_datetime_start_utc")
+        start = models.TrialModel._datetime_start_utc if utc else models.TrialModel.datetime_start
         rows = (
-            session.query(models.TrialModel.trial_id, models.TrialModel._datetime_start_utc, models.TrialHeartbeatModel.heartbeat)
+            session.query(models.TrialModel.trial_id, start, models.TrialHeartbeatModel.heartbeat)
             .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
             .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
             .all()
