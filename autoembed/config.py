@@ -165,6 +165,10 @@ class DataConfig(Section):
     # mined negatives per training row: the base model ranks the corpus (else the training positives) for each
     # query, and the n highest-ranked texts that are not its positives join that row (autoembed/mining.py)
     hard_negatives: int = _f(0, Rule(INT, 0, 64))
+    # positive-aware mining (NV-Retriever's TopK-PercPos): a mined candidate scoring above ratio x its query's positive
+    # score (by the base model), or within margin of it, is skipped as a likely unlabeled answer; null = off
+    mining_max_score_ratio: float | None = _f(None, Rule(FLOAT, 0.0, 1.0, low_open=True, optional=True))
+    mining_margin: float | None = _f(None, Rule(FLOAT, 0.0, 2.0, optional=True))
 
     def validate(self, *, file, lines, prefix):
         if not self.train:

@@ -79,6 +79,8 @@ DEFAULT_TARGETS: dict[str, str] = {
     "max_steps": "training.max_steps",
     "freeze_layers": "training.freeze_layers",
     "hard_negatives": "data.hard_negatives",
+    "mining_max_score_ratio": "data.mining_max_score_ratio",
+    "mining_margin": "data.mining_margin",
 }
 
 HEADS_KEY = "architecture.attention_heads"

@@ -22,7 +22,7 @@ from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrie
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
 from autoembed.losses import Batch, compute_loss
-from autoembed.mining import BaseEmbeddings, mine_hard_negatives, mining_pool
+from autoembed.mining import BaseEmbeddings, Mined, mine_scored, mining_pool
 from autoembed.model import (
     BackboneInfo,
     backbone_info,
@@ -68,6 +68,8 @@ class Prepared:
     # query text -> mined negatives, hardest first, ``mined`` of them at most (autoembed/mining.py)
     negatives: dict[str, tuple[str, ...]] = field(default_factory=dict)
     mined: int = 0
+    # the candidates behind ``negatives`` with their base scores, for the positive-aware filter (data.mining_*)
+    mining: Mined = field(default_factory=Mined)
 
 
 def prepare_key(config: TrialConfig) -> tuple:
@@ -118,12 +120,13 @@ def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
         raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
     texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
     pool = mining_pool(dataset.train, dataset.corpus) if depth else []
-    negatives = mine_hard_negatives(base, dataset.train, pool, depth) if depth else {}
+    mining = mine_scored(base, dataset.train, pool, depth) if depth else Mined()
+    negatives = mining.select(depth)
     if base is not None:
         log.info("base model encoded %d texts in %.1f s for mining and the validation sample", len(base.rows), base.seconds)
-    mined_texts = {t for negs in negatives.values() for t in negs}
+    mined_texts = {t for negs in mining.negatives.values() for t in negs}
     cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus, *sorted(mined_texts)], d.max_seq_length)
-    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth)
+    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining)
 
 
 def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
@@ -292,7 +295,8 @@ def _train(
 
     index = cache.index
     n_mined = config.data.hard_negatives
-    mined = prepared.negatives if n_mined else {}
+    d = config.data
+    mined = prepared.mining.select(n_mined, max_score_ratio=d.mining_max_score_ratio, margin=d.mining_margin) if n_mined else {}
 
     def negatives(ex: Example) -> tuple[str, ...]:
         return ex.negatives + mined[ex.anchor][:n_mined] if mined else ex.negatives
