@@ -88,7 +88,7 @@ def record_provenance(study: optuna.Study, options: SearchOptions, space: Search
             "model": options.model,
             "base_model": model_provenance(options.model),
             "data": data_provenance(base),
-            "space": {"path": options.space, "name": space.name},
+            "space": {"path": options.space, "name": space.name, "file": space.file},
             "storage": mask_url(options.storage_url),
             "seed": options.seed,
             "versions": versions(),

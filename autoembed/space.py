@@ -1,6 +1,6 @@
 """The search space: which hyperparameters a study samples, and how one sample becomes a :class:`TrialConfig`.
 
-A space is a YAML file (see ``search_spaces/``)::
+A space is a YAML file (the shipped ones are package data in ``autoembed/spaces/``; ``--space default`` names one)::
 
     name: default                  # optional, shown in provenance and dashboards
     metric: recall@10              # optional; the study's objective, copied to evaluation.metric
@@ -50,7 +50,7 @@ from autoembed.config import SECTIONS, DataConfig, Rule, TrialConfig, config_key
 from autoembed.errors import AutoembedError
 from autoembed.yamlio import load_yaml
 
-__all__ = ["DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "Condition", "Param", "SearchSpace"]
+__all__ = ["SPACES_DIR", "resolve_space", "shipped_spaces", "DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "Condition", "Param", "SearchSpace"]
 
 DEFAULT_METRIC = "recall@10"
 
@@ -111,6 +111,32 @@ SAMPLERS: dict[str, tuple[str, ...]] = {"tpe": ("n_startup_trials",), "random": 
 DEFAULT_SAMPLER = {"type": "tpe"}
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+# The spaces that ship with autoembed (package data); ``search_spaces/`` in a checkout links to the same files.
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+
+
+def shipped_spaces() -> list[str]:
+    """The names ``--space`` accepts without a path: default, training, icd10, tiny."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def resolve_space(ref: str | Path) -> Path:
+    """The file a ``--space`` value means: a path to an existing file is that file; a bare name (``default``,
+    ``icd10.yaml``) or the old ``search_spaces/NAME.yaml`` missing from the current folder is the packaged space,
+    so the shipped spaces work from any folder."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    bare = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "search_spaces")
+    if bare and (SPACES_DIR / f"{name}.yaml").is_file():
+        return SPACES_DIR / f"{name}.yaml"
+    raise AutoembedError(
+        f"no such space file, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
+        file=str(ref),
+        key="space",
+    )
 
 
 @dataclass(frozen=True)
@@ -243,6 +269,8 @@ class SearchSpace:
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> SearchSpace:
+        """Read a space file, or a shipped space by name (:func:`resolve_space`)."""
+        path = resolve_space(path)
         return cls.from_dict(load_yaml(path), file=str(path))
 
     @classmethod

@@ -41,7 +41,7 @@ class SearchOptions:
     train: str | None = None
     val: str | None = None
     corpus: str | None = None
-    space: str = "search_spaces/default.yaml"
+    space: str = "default"  # a shipped space's name or a YAML path (autoembed.space.resolve_space)
     trials: int = 20
     timeout: float | None = None
     storage: str | None = None
