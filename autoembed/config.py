@@ -21,6 +21,7 @@ POOLINGS = ("mean", "cls", "max")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DISTANCES = ("cosine", "euclidean")
+PROJECTION_INITS = ("random", "pca")
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,22 @@ class ArchitectureConfig(Section):
     head_dropout: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
     output_dim: int | None = _f(None, Rule(INT, 1, 65536, optional=True))
     normalize: bool = _f(True, Rule(BOOL))
+    # true: each adapter layer is a residual block x + W2 act(W1 x) (W1 hidden -> adapter_width, W2 back) with W2 zero
+    # at step 0, so the adapter starts as the identity and keeps the hidden width (autoembed/model.py)
+    adapter_residual: bool = _f(False, Rule(BOOL))
+    # pca: the projection starts as the top output_dim principal directions of the base model's embeddings of the
+    # training texts (uncentered), so a full-width projection is a rotation; random: a seeded random init
+    projection_init: str = _f("random", Rule(STR, choices=PROJECTION_INITS))
+
+    def validate(self, *, file, lines, prefix):
+        if self.projection_init == "pca" and self.output_dim is not None and self.adapter_depth > 0 and not self.adapter_residual:
+            raise AutoembedError(
+                "must be 'random' after a non-residual adapter (PCA directions are the base model's, whose width a "
+                "plain adapter changes); set adapter_residual: true",
+                file=file,
+                line=lines.get("projection_init"),
+                key=prefix + "projection_init",
+            )
 
 
 @dataclass
@@ -334,8 +351,9 @@ class TrialConfig:
 
 
 def projection_input(arch: ArchitectureConfig, hidden_size: int) -> int:
-    """The width the output projection reads: the adapter's when there is one, else the backbone's."""
-    return arch.adapter_width if arch.adapter_depth > 0 else hidden_size
+    """The width the output projection reads: a plain adapter's when there is one, else the backbone's (a residual
+    adapter keeps it)."""
+    return arch.adapter_width if arch.adapter_depth > 0 and not arch.adapter_residual else hidden_size
 
 
 def embedding_dim(arch: ArchitectureConfig, hidden_size: int) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,33 @@ class BaseEmbeddings:
         if not queries or not documents or n <= 0:
             return [[] for _ in queries]
         return top_k(self(queries), self(documents), min(n, len(documents))).tolist()
+
+
+# PCA texts: enough for a stable hidden x hidden second moment (384 dims), few enough to encode in seconds
+PCA_TEXTS = 4096
+
+
+def pca_texts(examples: Sequence[Example]) -> list[str]:
+    """The training texts whose base embeddings the projection's PCA is computed from: a fixed seeded sample."""
+    texts = list(dict.fromkeys(t for ex in examples for t in (ex.anchor, ex.positive)))
+    if len(texts) > PCA_TEXTS:
+        texts = random.Random(0).sample(texts, PCA_TEXTS)
+    return texts
+
+
+def pca_basis(vectors: Tensor) -> Tensor:
+    """Principal directions (columns, best first) of L2-normalised embeddings, uncentered.
+
+    Uncentered because centering would change cosine scores: with it a full-width projection would not rank as
+    the base model does; without it the projection is a rotation, and a narrower one keeps the directions that
+    carry most of what cosine sees. Each column's sign is fixed (largest entry positive), so the basis is a
+    function of the embeddings alone.
+    """
+    x = F.normalize(vectors.double(), dim=-1)
+    values, vecs = torch.linalg.eigh(x.T @ x / x.shape[0])
+    vecs = vecs[:, torch.argsort(values, descending=True, stable=True)]
+    signs = torch.sign(vecs.gather(0, vecs.abs().argmax(dim=0, keepdim=True)))
+    return (vecs * signs).float()
 
 
 def mining_pool(examples: Sequence[Example], corpus: dict[str, str] | None) -> list[str]:

@@ -128,7 +128,7 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
     # resumed later without its starting points
     display.note("reading data and tokenizing once for the whole study ...")
     probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
-    prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0)
+    prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
     study, resumed = open_study(options, space, info.hidden_size)
     if resumed:
         n_failed = fail_interrupted(study)

@@ -20,7 +20,9 @@ A space is a YAML file (the shipped ones are package data in ``autoembed/spaces/
 A param spec has ``type`` (float, int, categorical, fixed) and, by type, ``low``/``high``/``log``/``step``,
 ``choices`` or ``value``; ``target`` is the dotted config key it sets (default: :data:`DEFAULT_TARGETS`,
 or the name itself when it is a config key); ``when`` makes it conditional on an earlier param with one of
-``in`` (a list), ``gt``, ``ge``, ``lt``, ``le``.
+``in`` (a list), ``gt``, ``ge``, ``lt``, ``le``. A categorical with ``target: null`` is a gate: it sets no config
+key, and later params' ``when`` read it (``architecture: {type: categorical, choices: [plain, adapter], target: null}``),
+so TPE learns which branch pays before it spends trials inside one.
 
 A param conditional on ``in`` gets one Optuna name per branch, ``<name>_<value>`` (``margin_contrastive``,
 ``margin_triplet``), so each Optuna name keeps one fixed distribution and TPE models each branch apart.
@@ -168,7 +170,7 @@ class Param:
 
     name: str
     type: str  # one of PARAM_TYPES
-    target: str
+    target: str | None  # None for a gate: a categorical that only conditions later params
     low: float | int | None = None
     high: float | int | None = None
     log: bool = False
@@ -303,7 +305,8 @@ class SearchSpace:
             else:
                 value = _suggest(trial, param.optuna_name(values), param.distribution(hidden_size=hidden_size))
             values[param.name] = value
-            updates[param.target] = value
+            if param.target is not None:
+                updates[param.target] = value
         config = self._apply(base, updates)
         arch = config.architecture
         if arch.attention_heads is not None and hidden_size % arch.attention_heads:
@@ -318,6 +321,14 @@ class SearchSpace:
         if adjusted:
             trial.set_user_attr("clamped", adjusted)
         return config
+
+    def possible(self, target: str) -> list[Any]:
+        """Every value a fixed entry or a categorical/fixed param may give config key ``target``."""
+        values = [self.fixed[target]] if target in self.fixed else []
+        for p in self.params.values():
+            if p.target == target:
+                values.extend([p.value] if p.type == "fixed" else list(p.choices or ()))
+        return values
 
     def largest(self, target: str) -> Any:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
@@ -483,7 +494,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _rule(target: str) -> Rule | None:
+def _rule(target: str | None) -> Rule | None:
+    if target is None:
+        return None
     section, _, name = target.partition(".")
     cls = SECTIONS.get(section)
     if cls is None:
@@ -691,7 +704,12 @@ class _Parser:
                 )
 
         target = spec.get("target")
-        if target is None:
+        gate = "target" in spec and target is None
+        if gate and kind != "categorical":
+            raise self.err(f"a gate ('target: null') must be categorical, got type {kind!r}", spec, "target", f"{path}.target")
+        if gate:
+            pass  # a gate sets no config key: only the 'when' of later params reads it
+        elif target is None:
             target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
             if target is None:
                 raise self.err(
@@ -794,7 +812,8 @@ class _Parser:
             c = _coerce(c, target)
             if any(_same(c, d) for d in choices):
                 raise self.err(f"{c!r} is listed twice", spec, "choices", f"{path}.choices")
-            self.check_value(target, c, spec, "choices", f"{path}.choices")
+            if target is not None:
+                self.check_value(target, c, spec, "choices", f"{path}.choices")
             choices.append(c)
         return tuple(choices)
 
@@ -832,6 +851,8 @@ class _Parser:
     def check_targets(self, params: dict[str, Param], fixed: dict[str, Any], specs: Mapping[str, Any]) -> None:
         by_target: dict[str, Param] = {}
         for param in params.values():
+            if param.target is None:
+                continue
             if param.target in fixed and param.when is None:
                 raise self.err(
                     f"sets {param.target}, which 'fixed' also sets; a param without 'when' always overrides it. "

@@ -22,7 +22,7 @@ from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrie
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
 from autoembed.losses import Batch, compute_loss
-from autoembed.mining import BaseEmbeddings, Mined, mine_scored, mining_pool
+from autoembed.mining import BaseEmbeddings, Mined, mine_scored, mining_pool, pca_basis, pca_texts
 from autoembed.model import (
     BackboneInfo,
     backbone_info,
@@ -70,6 +70,8 @@ class Prepared:
     mined: int = 0
     # the candidates behind ``negatives`` with their base scores, for the positive-aware filter (data.mining_*)
     mining: Mined = field(default_factory=Mined)
+    # the base model's principal directions, for projections that start from them (architecture.projection_init)
+    pca: torch.Tensor | None = None
 
 
 def prepare_key(config: TrialConfig) -> tuple:
@@ -88,11 +90,17 @@ def prepare_key(config: TrialConfig) -> tuple:
     )
 
 
-def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
+def needs_pca(config: TrialConfig) -> bool:
+    arch = config.architecture
+    return arch.projection_init == "pca" and arch.output_dim is not None
+
+
+def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepared:
     """Read the data, build the validation task and tokenize every text once.
 
     With ``data.hard_negatives`` (or ``mine``, the most any trial of a search may ask for) above 0, the base
-    model mines that many negatives per training query, once, for every trial that shares this.
+    model mines that many negatives per training query, once, for every trial that shares this. With ``pca`` (or a
+    config whose projection starts from the PCA) it computes the base model's principal directions, once.
     """
     from transformers import AutoTokenizer
 
@@ -103,7 +111,8 @@ def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
     tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
     depth = max(d.hard_negatives, mine)
     base = None
-    if depth or (e.hard_distractors and e.max_corpus):
+    pca = pca or needs_pca(config)
+    if depth or pca or (e.hard_distractors and e.max_corpus):
         encoder = load_encoder(config.model, device=resolve_device(config.training.device))
         base = BaseEmbeddings(encoder, tokenizer, d.max_seq_length)
     task = retrieval_task(
@@ -122,11 +131,12 @@ def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
     pool = mining_pool(dataset.train, dataset.corpus) if depth else []
     mining = mine_scored(base, dataset.train, pool, depth) if depth else Mined()
     negatives = mining.select(depth)
+    basis = pca_basis(base(pca_texts(dataset.train))) if pca else None
     if base is not None:
         log.info("base model encoded %d texts in %.1f s for mining and the validation sample", len(base.rows), base.seconds)
     mined_texts = {t for negs in mining.negatives.values() for t in negs}
     cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus, *sorted(mined_texts)], d.max_seq_length)
-    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining)
+    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining, basis)
 
 
 def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
@@ -268,7 +278,12 @@ def _train(
     t = config.training
     if t.threads:
         torch.set_num_threads(t.threads)
-    if prepared is None or prepared.key != prepare_key(config) or prepared.mined < config.data.hard_negatives:
+    if (
+        prepared is None
+        or prepared.key != prepare_key(config)
+        or prepared.mined < config.data.hard_negatives
+        or (needs_pca(config) and prepared.pca is None)
+    ):
         if prepared is not None:
             log.warning("the shared data does not fit this config (its data, validation or mining differ); preparing again")
         prepared = prepare(config)
@@ -278,7 +293,7 @@ def _train(
     if len(train_rows) < 2:
         raise AutoembedError("training needs at least 2 rows", file=config.data.train)
 
-    model = build_model(config, device=device, info=prepared.info)
+    model = build_model(config, device=device, info=prepared.info, pca=prepared.pca)
     freeze_lowest_layers(model, t.freeze_layers)
     model.train()
     optimizer = _optimizer(model, config)
