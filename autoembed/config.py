@@ -239,6 +239,27 @@ class TrainingConfig(Section):
     threads: int | None = _f(None, Rule(INT, 1, 1024, optional=True))
     precision: str = _f("fp32", Rule(STR, choices=PRECISIONS))
     device: str = _f("auto", Rule(STR))
+    # WiSE-FT: after training, weights = (1 - a) x step-0 weights + a x fine-tuned ones. A float in [0, 1] fixes a;
+    # "auto" picks it on validation from MERGE_GRID (the recipe then records the a it picked); null = off
+    merge_base: float | str | None = None
+
+    def validate(self, *, file, lines, prefix):
+        value = self.merge_base
+        if value is None or value == "auto":
+            return
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise AutoembedError(
+                f"must be a float in the range [0.0, 1.0], 'auto' or null, got {self.merge_base!r}",
+                file=file,
+                line=lines.get("merge_base"),
+                key=prefix + "merge_base",
+            )
+        self.merge_base = float(value)
 
 
 @dataclass

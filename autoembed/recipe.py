@@ -155,6 +155,9 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     step = trial.user_attrs.get("value_step") or trial.last_step
     if step:
         config = config.replace(**{"training.max_steps": int(step)})
+    if trial.user_attrs.get("merge_alpha") is not None:
+        # merge_base: auto picked this weight on validation; the recipe fixes it, so training rebuilds that model
+        config = config.replace(**{"training.merge_base": float(trial.user_attrs["merge_alpha"])})
     study_prov = study.user_attrs.get("provenance") or {}
     config.provenance = {
         "base_model": study_prov.get("base_model") or model_provenance(config.model),

@@ -162,6 +162,9 @@ class TrainResult:
     seconds: float
     stopped: bool
     model: object = field(repr=False)
+    # training.merge_base: the weight of the fine-tuned model it kept, and each tried weight's validation value
+    merge_alpha: float | None = None
+    merge_scores: dict[str, float] = field(default_factory=dict)
 
 
 def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tuple[float, int]:
@@ -174,6 +177,34 @@ def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tup
         raise ValueError("no evaluation yet")
     step, metrics = history[-1]
     return metrics[metric], step
+
+
+# the weights of the fine-tuned model that training.merge_base: auto tries (1.0 is the run's own last evaluation)
+MERGE_GRID = (0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def merge_weights(model, start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> None:
+    """Load ``(1 - alpha) * start + alpha * tuned`` into ``model`` (WiSE-FT). ``torch.lerp`` gives exactly ``start``
+    at 0 and exactly ``tuned`` at 1."""
+    merged = {k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v for k, v in tuned.items()}
+    model.load_state_dict(merged)
+
+
+def merge_with_base(model, start: dict[str, torch.Tensor], setting: float | str, evaluate, metric: str, last: dict[str, float]):
+    """Apply ``training.merge_base`` after training: the fixed weight, or the best of :data:`MERGE_GRID` on
+    validation (ties go to the larger weight). Returns (alpha, its metrics, every tried alpha's value)."""
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grid = MERGE_GRID if setting == "auto" else (float(setting),)
+    tried: dict[float, dict[str, float]] = {}
+    for alpha in grid:
+        if alpha == 1.0:
+            tried[alpha] = last
+            continue
+        merge_weights(model, start, tuned, alpha)
+        tried[alpha] = evaluate(model)
+    alpha = max(tried, key=lambda a: (tried[a][metric], a))
+    merge_weights(model, start, tuned, alpha)
+    return alpha, tried[alpha], {f"{a:g}": m[metric] for a, m in tried.items()}
 
 
 def total_steps(config: TrialConfig, n_train: int) -> int:
@@ -296,6 +327,8 @@ def _train(
     model = build_model(config, device=device, info=prepared.info, pca=prepared.pca)
     freeze_lowest_layers(model, t.freeze_layers)
     model.train()
+    # WiSE-FT interpolates towards the step-0 weights: the base model's, and heads as they started
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if t.merge_base is not None else None
     optimizer = _optimizer(model, config)
     total = total_steps(config, len(train_rows))
     warmup = round(t.warmup_ratio * total)
@@ -373,8 +406,13 @@ def _train(
                 stopped = True
                 break
     value, value_step = trial_value(history, config.evaluation.metric)
+    metrics, alpha, scores = history[-1][1], None, {}
+    if start is not None and not stopped:
+        alpha, metrics, scores = merge_with_base(model, start, t.merge_base, evaluator, config.evaluation.metric, metrics)
+        value = metrics[config.evaluation.metric]
+        log.info("merged with the base model at weight %g: %s = %.4f (tried %s)", alpha, config.evaluation.metric, value, scores)
     return TrainResult(
-        metrics=history[-1][1],
+        metrics=metrics,
         history=history,
         steps=step,
         total_steps=total,
@@ -383,4 +421,6 @@ def _train(
         seconds=time.perf_counter() - started,
         stopped=stopped,
         model=model,
+        merge_alpha=alpha,
+        merge_scores=scores,
     )

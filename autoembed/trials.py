@@ -175,7 +175,7 @@ class Coordinator:
             return
         seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
         self.trial_seconds += seconds
-        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps") if k in outcome}
+        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps", "merge_alpha", "merge_scores") if k in outcome}
         if outcome.get("fail_reason"):
             self.failures += 1
             state = recorder.fail(mask_text(str(outcome["fail_reason"]), self.options.storage_url), seconds=seconds)
@@ -202,6 +202,7 @@ def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, An
         "steps": result.steps,
         "total_steps": result.total_steps,
         "embedding_dim": embedding_dim(config.architecture, hidden_size),
+        **({"merge_alpha": result.merge_alpha, "merge_scores": result.merge_scores} if result.merge_alpha is not None else {}),
     }
 
 
