@@ -170,10 +170,23 @@ class DataConfig(Section):
     # score (by the base model), or within margin of it, is skipped as a likely unlabeled answer; null = off
     mining_max_score_ratio: float | None = _f(None, Rule(FLOAT, 0.0, 1.0, low_open=True, optional=True))
     mining_margin: float | None = _f(None, Rule(FLOAT, 0.0, 2.0, optional=True))
+    # queries that share an answer are paraphrases: add this many (x the training rows) query -> query pairs
+    # drawn from them (autoembed/data.py synonym_pairs); 0 = off
+    synonym_pairs: float = _f(0.0, Rule(FLOAT, 0.0, 1.0))
+    # files of pairs that only train, never validate; rows whose text equals a validation query are dropped
+    extra_train: list[str] | None = None
 
     def validate(self, *, file, lines, prefix):
         if not self.train:
             raise AutoembedError("a training file is required", file=file, key=prefix + "train")
+        extra = self.extra_train
+        if isinstance(extra, str):
+            extra = [extra]
+        if extra is not None and (not isinstance(extra, (list, tuple)) or not all(isinstance(x, str) and x for x in extra)):
+            raise AutoembedError(
+                f"must be a list of file paths or null, got {self.extra_train!r}", file=file, line=lines.get("extra_train"), key=prefix + "extra_train"
+            )
+        self.extra_train = list(extra) if extra else None
 
 
 @dataclass

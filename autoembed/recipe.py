@@ -167,6 +167,7 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
         "objective": {"name": config.evaluation.metric, "value": trial.value, "step": step},
         "study": {"name": study_name, "trial": trial.number, "storage": mask_url(storage_url)},
         "space": study_prov.get("space"),
+        **({"extra_train": study_prov["extra_train"]} if study_prov.get("extra_train") else {}),
         "versions": study_prov.get("versions") or versions(),
         "device": trial.user_attrs.get("device") or study_prov.get("device") or device_description(config.training.device),
         "exported_with": versions(),

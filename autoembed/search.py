@@ -81,7 +81,7 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
     return study, resumed
 
 
-def record_provenance(study: optuna.Study, options: SearchOptions, space: SearchSpace, base: TrialConfig) -> None:
+def record_provenance(study: optuna.Study, options: SearchOptions, space: SearchSpace, base: TrialConfig, extra: dict[str, Any] | None = None) -> None:
     study.set_user_attr(
         "provenance",
         {
@@ -93,6 +93,7 @@ def record_provenance(study: optuna.Study, options: SearchOptions, space: Search
             "seed": options.seed,
             "versions": versions(),
             "device": device_description("cuda" if options.gpus_per_trial > 0 else "cpu"),
+            **(extra or {}),
         },
     )
     study.set_user_attr("space_summary", space.describe())
@@ -133,7 +134,9 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
     if resumed:
         n_failed = fail_interrupted(study)
         display.note(f"resuming study {options.study!r}: {finished_count(study)} finished trials kept" + (f", {n_failed} interrupted trials marked FAIL" if n_failed else ""))
-    record_provenance(study, options, space, base)
+    dataset = prepared.dataset
+    extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
+    record_provenance(study, options, space, base, extra)
     coordinator = Coordinator(study, space, base, options, info.hidden_size, display)
     display.begin(study)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from autoembed.config import TrialConfig
-from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task
+from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task, synonym_pairs
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
 from autoembed.losses import Batch, compute_loss
@@ -86,7 +86,7 @@ def prepare_key(config: TrialConfig) -> tuple:
     model = config.model if config.model.startswith("package:") else where(config.model)
     return (
         model, where(d.train), where(d.val), where(d.corpus), d.val_fraction, d.split_seed, d.max_seq_length,
-        e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors,
+        e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors, tuple(where(p) for p in d.extra_train or ()),
     )
 
 
@@ -106,7 +106,7 @@ def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepare
 
     info = backbone_info(config.model)
     d, e = config.data, config.evaluation
-    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed)
+    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed, extra_train=d.extra_train)
     _check_kinds(dataset.train, config)
     tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
     depth = max(d.hard_negatives, mine)
@@ -145,6 +145,8 @@ def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
         raise AutoembedError("training file mixes labeled pairs (text1/text2/label) with other rows", file=config.data.train)
     if labeled and config.data.hard_negatives:
         raise AutoembedError("labeled pairs (text1/text2/label) cannot take mined negatives; set data.hard_negatives to 0", key="data.hard_negatives")
+    if labeled and config.data.synonym_pairs:
+        raise AutoembedError("labeled pairs (text1/text2/label) have no queries to pair as synonyms; set data.synonym_pairs to 0", key="data.synonym_pairs")
     if labeled and config.loss.type != "contrastive":
         raise AutoembedError(
             f"labeled pairs (text1/text2/label) train with loss.type 'contrastive', got {config.loss.type!r}", key="loss.type"
@@ -321,6 +323,11 @@ def _train(
     device = resolve_device(t.device)
     cache, train_rows = prepared.cache, prepared.dataset.train
     _check_kinds(train_rows, config)
+    # synonym pairs join per trial (every text is a training query, already tokenized), so the ratio is searchable
+    synonyms = synonym_pairs(train_rows, config.data.synonym_pairs, config.data.split_seed)
+    if synonyms:
+        log.info("data.synonym_pairs: %d query -> query pairs join %d rows", len(synonyms), len(train_rows))
+        train_rows = train_rows + synonyms
     if len(train_rows) < 2:
         raise AutoembedError("training needs at least 2 rows", file=config.data.train)
 
