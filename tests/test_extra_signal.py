@@ -81,3 +81,27 @@ def test_extra_train_takes_a_list_of_paths(value, ok):
 
 def test_group_key_is_what_synonyms_share():
     assert _group_key(Example("q", "p", doc_id="x")) == "doc:x" and _group_key(Example("q", "p")) == "pos:p"
+
+
+def test_icd_extra_rows_from_notes_on_tiny_data():
+    from autoembed.examples.icd10 import extra_train_rows, split_of
+
+    codes = [f"A{i:02d}" for i in range(40)]
+    train_codes = [c for c in codes if split_of(c, 0) == "train"]
+    other = next(c for c in codes if split_of(c, 0) != "train")
+    a, b = train_codes[:2]
+    descriptions = {c: f"disease {c}" for c in codes}
+    notes = [
+        (a, ["index term one", "held out term", f"Disease {a}"], [f"some condition ({b}.-)", "a range (A00-A09)", f"hidden ({other})"], f"disease {a}, initial encounter"),
+        (b, ["index term one"], [], None),
+    ]
+    rows, dropped = extra_train_rows(notes, descriptions, 0, {"held out term"})
+    got = {(r["query"], r["doc_id"], r["source"]) for r in rows}
+    assert got == {
+        ("index term one", a, "includes"),
+        ("index term one", b, "includes"),  # one term, two codes: two pairs
+        ("some condition", b, "excludes"),  # an excludes note names the code it belongs to
+        (f"disease {a}, initial encounter", a, "extension"),
+    }
+    assert dropped == 1  # the held-out query; the description itself, the range and the val/test code add nothing
+    assert all(r["positive"] == descriptions[r["doc_id"]] for r in rows)
