@@ -74,25 +74,36 @@ def evaluate(
     out.print(table)
 
 
+def _search_default(name: str) -> str:
+    """The default of a search flag as --help shows it: SearchOptions' own, since the flags default to None (unset,
+    so a study YAML's value stands) and the help would otherwise show nothing."""
+    import dataclasses
+
+    from autoembed.trials import SearchOptions
+
+    value = next(f.default for f in dataclasses.fields(SearchOptions) if f.name == name)
+    return "none" if value is None else str(value)
+
+
 @app.command()
 def search(
     study_file: Annotated[Path | None, typer.Argument(help="Optional study YAML (studies/NAME.yaml) setting any of the flags.")] = None,
     train: Annotated[str | None, typer.Option("--train", help="Training pairs (JSONL/CSV).")] = None,
-    val: Annotated[str | None, typer.Option("--val", help="Validation pairs; default: split off --train.")] = None,
+    val: Annotated[str | None, typer.Option("--val", help="Validation pairs.", show_default="split off --train")] = None,
     corpus: Annotated[str | None, typer.Option("--corpus", help="Corpus {_id, text} that recall searches.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Base model folder or package:NAME.")] = None,
-    space: Annotated[str | None, typer.Option("--space", help="Search-space YAML.")] = None,
+    space: Annotated[str | None, typer.Option("--space", help="A shipped space (default, training, icd10, tiny) or a search-space YAML path.", show_default=_search_default("space"))] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
-    trials: Annotated[int | None, typer.Option("--trials", help="Total finished trials wanted (resume counts old ones).")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Start no trial after this many seconds.")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Concurrent trials.")] = None,
-    gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial", help="GPU fraction per trial.")] = None,
-    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial", help="CPUs per trial (torch threads follow).")] = None,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address; default: start a local Ray.")] = None,
-    executor: Annotated[str | None, typer.Option("--executor", help="ray, or inline (in-process, sequential).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Sampler and training seed.")] = None,
-    workdir: Annotated[str | None, typer.Option("--workdir", help="Folder for the study's own files; default: beside an SQLite study, else ./studies.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Total finished trials wanted (resume counts old ones).", show_default=_search_default("trials"))] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Start no trial after this many seconds.", show_default=_search_default("timeout"))] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.", show_default="sqlite:///studies/NAME.db")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Concurrent trials.", show_default=_search_default("workers"))] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial", help="GPU fraction per trial.", show_default=_search_default("gpus_per_trial"))] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial", help="CPUs per trial (torch threads follow).", show_default="all CPUs / workers")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address.", show_default="start a local Ray")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="ray, or inline (in-process, sequential).", show_default=_search_default("executor"))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler and training seed.", show_default=_search_default("seed"))] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", help="Folder for the study's own files.", show_default="beside an SQLite study, else ./studies")] = None,
 ) -> None:
     """Search for the best fine-tuning config: an Optuna study run with Ray Tune, pruned early."""
     from autoembed.search import SearchInterrupted, SearchOptions, run_search
@@ -123,7 +134,8 @@ def search(
     )
     if result.best_number is not None:
         console.print(f"best trial {result.best_number}: {result.best_value:.4f} with {result.best_params}", highlight=False)
-        console.print(f"next: autoembed export {result.study_name} --storage '{result.storage}' -o studies/{result.study_name}/recipe.yaml", highlight=False)
+        for line in next_export(result.study_name, options.storage_url):
+            console.print(line, highlight=False)
     out.print_json(json.dumps({"study": result.study_name, "storage": result.storage, "best_trial": result.best_number,
                                "best_value": result.best_value, "counts": result.counts, "wall_seconds": round(result.seconds, 2),
                                "trial_seconds": round(result.trial_seconds, 2)}))
@@ -208,6 +220,27 @@ def dashboard(
         _fail(exc)
     console.print(f"wrote {path}", highlight=False)
     print(str(path))
+
+
+def next_export(study: str, storage_url: str) -> list[str]:
+    """The ``next:`` hint after a search: an export command that works when pasted.
+
+    The default storage is left out; another is printed as it is unless it holds a password, which is never
+    printed: the command then reads it from $AUTOEMBED_STORAGE, and a note says to set that.
+    """
+    import shlex
+
+    from autoembed.study import default_storage, mask_url
+
+    command = f"autoembed export {shlex.quote(study)}"
+    note = []
+    if storage_url != default_storage(study):
+        if mask_url(storage_url) == storage_url:
+            command += f" --storage {shlex.quote(storage_url)}"
+        else:
+            command += ' --storage "$AUTOEMBED_STORAGE"'
+            note = [f"  (set AUTOEMBED_STORAGE to the storage URL you searched with, {mask_url(storage_url)}, password included)"]
+    return [f"next: {command} -o {shlex.quote(f'studies/{study}/recipe.yaml')}", *note]
 
 
 def _parse_ks(text: str) -> list[int]:

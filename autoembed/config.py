@@ -22,6 +22,7 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXPORT_DTYPES = ("fp32", "fp16")
 DISTANCES = ("cosine", "euclidean")
+PROJECTION_INITS = ("random", "pca")
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,27 @@ class DataConfig(Section):
     # training queries only, each step afresh, seeded by (training.seed, step, row) (autoembed/augment.py)
     augment_delete_rate: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
     augment_swap_rate: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
+    # positive-aware mining (NV-Retriever's TopK-PercPos): a mined candidate scoring above ratio x its query's positive
+    # score (by the base model), or within margin of it, is skipped as a likely unlabeled answer; null = off
+    mining_max_score_ratio: float | None = _f(None, Rule(FLOAT, 0.0, 1.0, low_open=True, optional=True))
+    mining_margin: float | None = _f(None, Rule(FLOAT, 0.0, 2.0, optional=True))
+    # queries that share an answer are paraphrases: add this many (x the training rows) query -> query pairs
+    # drawn from them (autoembed/data.py synonym_pairs); 0 = off
+    synonym_pairs: float = _f(0.0, Rule(FLOAT, 0.0, 1.0))
+    # files of pairs that only train, never validate; rows whose text equals a validation query are dropped
+    extra_train: list[str] | None = None
 
     def validate(self, *, file, lines, prefix):
         if not self.train:
             raise AutoembedError("a training file is required", file=file, key=prefix + "train")
+        extra = self.extra_train
+        if isinstance(extra, str):
+            extra = [extra]
+        if extra is not None and (not isinstance(extra, (list, tuple)) or not all(isinstance(x, str) and x for x in extra)):
+            raise AutoembedError(
+                f"must be a list of file paths or null, got {self.extra_train!r}", file=file, line=lines.get("extra_train"), key=prefix + "extra_train"
+            )
+        self.extra_train = list(extra) if extra else None
 
 
 @dataclass
@@ -191,6 +209,22 @@ class ArchitectureConfig(Section):
     head_dropout: float = _f(0.0, Rule(FLOAT, 0.0, 0.9))
     output_dim: int | None = _f(None, Rule(INT, 1, 65536, optional=True))
     normalize: bool = _f(True, Rule(BOOL))
+    # true: each adapter layer is a residual block x + W2 act(W1 x) (W1 hidden -> adapter_width, W2 back) with W2 zero
+    # at step 0, so the adapter starts as the identity and keeps the hidden width (autoembed/model.py)
+    adapter_residual: bool = _f(False, Rule(BOOL))
+    # pca: the projection starts as the top output_dim principal directions of the base model's embeddings of the
+    # training texts (uncentered), so a full-width projection is a rotation; random: a seeded random init
+    projection_init: str = _f("random", Rule(STR, choices=PROJECTION_INITS))
+
+    def validate(self, *, file, lines, prefix):
+        if self.projection_init == "pca" and self.output_dim is not None and self.adapter_depth > 0 and not self.adapter_residual:
+            raise AutoembedError(
+                "must be 'random' after a non-residual adapter (PCA directions are the base model's, whose width a "
+                "plain adapter changes); set adapter_residual: true",
+                file=file,
+                line=lines.get("projection_init"),
+                key=prefix + "projection_init",
+            )
 
 
 @dataclass
@@ -237,6 +271,27 @@ class TrainingConfig(Section):
     unfreeze_layer_pairs: int = _f(0, Rule(INT, 0, 10**12))
     # each backbone layer trains at this times the learning rate of the layer above it; 1.0 is off
     layer_lr_decay: float = _f(1.0, Rule(FLOAT, 0.0, 1.0, low_open=True))
+    # WiSE-FT: after training, weights = (1 - a) x step-0 weights + a x fine-tuned ones. A float in [0, 1] fixes a;
+    # "auto" picks it on validation from MERGE_GRID (the recipe then records the a it picked); null = off
+    merge_base: float | str | None = None
+
+    def validate(self, *, file, lines, prefix):
+        value = self.merge_base
+        if value is None or value == "auto":
+            return
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise AutoembedError(
+                f"must be a float in the range [0.0, 1.0], 'auto' or null, got {self.merge_base!r}",
+                file=file,
+                line=lines.get("merge_base"),
+                key=prefix + "merge_base",
+            )
+        self.merge_base = float(value)
 
 
 @dataclass
@@ -362,8 +417,9 @@ class TrialConfig:
 
 
 def projection_input(arch: ArchitectureConfig, hidden_size: int) -> int:
-    """The width the output projection reads: the adapter's when there is one, else the backbone's."""
-    return arch.adapter_width if arch.adapter_depth > 0 else hidden_size
+    """The width the output projection reads: a plain adapter's when there is one, else the backbone's (a residual
+    adapter keeps it)."""
+    return arch.adapter_width if arch.adapter_depth > 0 and not arch.adapter_residual else hidden_size
 
 
 def embedding_dim(arch: ArchitectureConfig, hidden_size: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from autoembed.errors import AutoembedError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class Dataset:
     val: list[Example]
     corpus: dict[str, str] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # data.extra_train: rows read from those files, and how many were dropped as validation queries
+    extra_rows: int = 0
+    extra_dropped: int = 0
 
     def texts(self) -> list[str]:
         """Every distinct text the run will encode, in a fixed order."""
@@ -232,8 +238,54 @@ def split_examples(examples: list[Example], *, fraction: float, seed: int) -> tu
     return train, val
 
 
-def load_dataset(train: str, val: str | None = None, corpus: str | None = None, *, val_fraction: float = 0.1, split_seed: int = 0) -> Dataset:
-    """Read the files a config names and split validation off training when no validation file is given."""
+def synonym_pairs(examples: list[Example], ratio: float, seed: int) -> list[Example]:
+    """Query -> query pairs from queries that share an answer (the data's own synonyms), ``ratio`` x the rows.
+
+    The queries of each answer (its ``doc_id``, else its positive text) are put in a seeded order and each is paired
+    with the next, round the cycle (two queries: one pair), so every query appears and no answer contributes more
+    pairs than it has queries; then a seeded sample of ``round(ratio * len(examples))`` of them is kept.
+    """
+    if ratio <= 0:
+        return []
+    groups: dict[str, list[str]] = {}
+    for ex in examples:
+        if ex.label is None:
+            anchors = groups.setdefault(_group_key(ex), [])
+            if ex.anchor not in anchors:
+                anchors.append(ex.anchor)
+    rng = random.Random(seed)
+    pairs: list[Example] = []
+    for key in sorted(groups):
+        anchors = groups[key]
+        if len(anchors) < 2:
+            continue
+        rng.shuffle(anchors)
+        links = zip(anchors, anchors[1:] + anchors[:1], strict=True) if len(anchors) > 2 else [(anchors[0], anchors[1])]
+        pairs.extend(Example(a, b) for a, b in links)
+    want = min(len(pairs), round(ratio * len(examples)))
+    return rng.sample(pairs, want) if want < len(pairs) else pairs
+
+
+def drop_queries(examples: list[Example], queries: set[str]) -> tuple[list[Example], int]:
+    """The rows none of whose texts (anchor, positive) is one of ``queries``, and how many were dropped."""
+    kept = [ex for ex in examples if ex.anchor not in queries and ex.positive not in queries]
+    return kept, len(examples) - len(kept)
+
+
+def load_dataset(
+    train: str,
+    val: str | None = None,
+    corpus: str | None = None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    extra_train: list[str] | None = None,
+) -> Dataset:
+    """Read the files a config names and split validation off training when no validation file is given.
+
+    ``extra_train`` files only add training rows, after the split; a row whose anchor or positive is a validation
+    query is dropped (counted in ``extra_dropped``), so validation never measures what training saw.
+    """
     corpus_map = read_corpus(corpus) if corpus else None
     train_rows = read_examples(train, corpus_map)
     if val:
@@ -245,7 +297,14 @@ def load_dataset(train: str, val: str | None = None, corpus: str | None = None, 
         files["val"] = str(val)
     if corpus:
         files["corpus"] = str(corpus)
-    return Dataset(train=train_rows, val=val_rows, corpus=corpus_map, files=files)
+    extra: list[Example] = []
+    for i, path in enumerate(extra_train or ()):
+        extra.extend(read_examples(path, corpus_map))
+        files[f"extra_train[{i}]"] = str(path)
+    kept, dropped = drop_queries(extra, {ex.anchor for ex in val_rows})
+    if dropped:
+        log.warning("data.extra_train: dropped %d of %d rows whose text is a validation query", dropped, len(extra))
+    return Dataset(train=train_rows + kept, val=val_rows, corpus=corpus_map, files=files, extra_rows=len(extra), extra_dropped=dropped)
 
 
 def retrieval_task(

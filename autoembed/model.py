@@ -124,11 +124,41 @@ def _config_kwargs(config: TrialConfig, info: BackboneInfo) -> dict:
     return kwargs
 
 
-def build_model(config: TrialConfig, *, device: str | torch.device = "cpu", info: BackboneInfo | None = None) -> SentenceTransformer:
+def residual_block(width: int, inner: int, activation: nn.Module) -> list[nn.Module]:
+    """``x + W2 act(W1 x)`` with ``W2 = 0``: the identity at step 0, as two stock ``Dense`` modules.
+
+    sentence-transformers has no module that adds a skip connection around two layers, and a custom module
+    would need ``trust_remote_code`` to load. So the first ``Dense`` (``width -> width + inner``, ``use_residual``)
+    carries ``x`` through on its first ``width`` outputs (weights and bias zero there, its residual map ``[I; 0]``,
+    and ``act(0) = 0`` for every activation offered) beside ``act(W1 x)``; the second (``width + inner -> width``,
+    linear) starts as ``[I, 0]``: ``x`` plus the zero-initialised ``W2``. Every part trains; the saved folder
+    loads anywhere with ``SentenceTransformer(path)``.
+    """
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    first = Dense(width, width + inner, activation_function=activation, use_residual=True)
+    second = Dense(width + inner, width, activation_function=None)
+    eye = torch.eye(width)
+    with torch.no_grad():
+        first.linear.weight[:width].zero_()
+        first.linear.bias[:width].zero_()
+        first.residual.weight.zero_()
+        first.residual.weight[:width] = eye
+        second.linear.weight.zero_()
+        second.linear.weight[:, :width] = eye
+        second.linear.bias.zero_()
+    return [first, second]
+
+
+def build_model(
+    config: TrialConfig, *, device: str | torch.device = "cpu", info: BackboneInfo | None = None, pca: torch.Tensor | None = None
+) -> SentenceTransformer:
     """Build the model ``config`` describes on top of its base model, with seeded head weights.
 
     Re-splitting attention heads keeps the pretrained Q/K/V weights and views them as N heads of
-    ``hidden / N`` dimensions; the saved config records N, so the model reloads as such.
+    ``hidden / N`` dimensions; the saved config records N, so the model reloads as such. With
+    ``architecture.projection_init: pca``, ``pca`` is the base model's principal directions (hidden x hidden,
+    columns best first, :func:`autoembed.mining.pca_basis`); the projection starts as the first ``output_dim``.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Dropout, Normalize, Pooling, Transformer
@@ -146,6 +176,9 @@ def build_model(config: TrialConfig, *, device: str | torch.device = "cpu", info
     for _ in range(arch.adapter_depth):
         if arch.head_dropout > 0:
             modules.append(Dropout(arch.head_dropout))
+        if arch.adapter_residual:
+            modules.extend(residual_block(width, arch.adapter_width, ACTIVATIONS[arch.adapter_activation]()))
+            continue
         modules.append(Dense(width, arch.adapter_width, activation_function=ACTIVATIONS[arch.adapter_activation]()))
         width = arch.adapter_width
     if arch.output_dim is not None:
@@ -155,7 +188,18 @@ def build_model(config: TrialConfig, *, device: str | torch.device = "cpu", info
             )
         if arch.head_dropout > 0:
             modules.append(Dropout(arch.head_dropout))
-        modules.append(Dense(width, arch.output_dim, activation_function=None))
+        projection = Dense(width, arch.output_dim, activation_function=None)
+        if arch.projection_init == "pca":
+            if pca is None or pca.shape[0] != width:
+                raise AutoembedError(
+                    f"the projection starts from the base model's PCA, but none of width {width} was computed "
+                    "(training.prepare computes it when a config asks for it)",
+                    key="architecture.projection_init",
+                )
+            with torch.no_grad():
+                projection.linear.weight.copy_(pca[:, : arch.output_dim].T)
+                projection.linear.bias.zero_()
+        modules.append(projection)
     if arch.normalize:
         modules.append(Normalize())
     model = SentenceTransformer(modules=modules, device=str(device))

@@ -28,6 +28,8 @@ def data_provenance(config: TrialConfig) -> dict[str, Any]:
     for role in ("train", "val", "corpus"):
         path = getattr(config.data, role)
         out[role] = None if path is None else {"path": path, "sha256": sha256_file(path), "rows": count_rows(path)}
+    for i, path in enumerate(config.data.extra_train or ()):
+        out[f"extra_train[{i}]"] = {"path": path, "sha256": sha256_file(path), "rows": count_rows(path)}
     return out
 
 

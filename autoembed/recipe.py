@@ -155,6 +155,9 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     step = trial.user_attrs.get("value_step") or trial.last_step
     if step:
         config = config.replace(**{"training.max_steps": int(step)})
+    if trial.user_attrs.get("merge_alpha") is not None:
+        # merge_base: auto picked this weight on validation; the recipe fixes it, so training rebuilds that model
+        config = config.replace(**{"training.merge_base": float(trial.user_attrs["merge_alpha"])})
     # the trial's own driver's provenance (drivers and resumed runs of one study may differ), else the study's
     study_prov = trial.user_attrs.get("provenance") or study.user_attrs.get("provenance") or {}
     config.provenance = {
@@ -165,6 +168,7 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
         "objective": {"name": config.evaluation.metric, "value": trial.value, "step": step},
         "study": {"name": study_name, "trial": trial.number, "storage": mask_url(storage_url)},
         "space": study_prov.get("space"),
+        **({"extra_train": study_prov["extra_train"]} if study_prov.get("extra_train") else {}),
         "versions": study_prov.get("versions") or versions(),
         "device": trial.user_attrs.get("device") or study_prov.get("device") or device_description(config.training.device),
         "exported_with": versions(),

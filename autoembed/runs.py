@@ -64,6 +64,9 @@ def metrics_record(result, config) -> dict[str, Any]:
     record["value"] = result.value
     record["step"] = result.value_step
     record["train_seconds"] = round(result.seconds, 3)
+    if getattr(result, "merge_alpha", None) is not None:
+        record["merge_alpha"] = result.merge_alpha
+        record["merge_scores"] = result.merge_scores
     return record
 
 

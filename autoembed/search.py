@@ -129,17 +129,20 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
     return study, resumed
 
 
-def driver_provenance(options: SearchOptions, space: SearchSpace, base: TrialConfig) -> dict[str, Any]:
+def driver_provenance(
+    options: SearchOptions, space: SearchSpace, base: TrialConfig, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What this driver searches with: base model and data hashes, space, seed, versions."""
     return {
         "model": options.model,
         "base_model": model_provenance(options.model),
         "data": data_provenance(base),
-        "space": {"path": options.space, "name": space.name},
+        "space": {"path": options.space, "name": space.name, "file": space.file},
         "storage": mask_url(options.storage_url),
         "seed": options.seed,
         "versions": versions(),
         "device": device_description("cuda" if options.gpus_per_trial > 0 else "cpu"),
+        **(extra or {}),
     }
 
 
@@ -191,8 +194,10 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
     arm()  # after Ray's start, which replaces the SIGTERM handler
     display.note("reading data and tokenizing once for the whole study ...")
     probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
-    prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0)
-    provenance = driver_provenance(options, space, base)
+    prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
+    dataset = prepared.dataset
+    extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
+    provenance = driver_provenance(options, space, base, extra)
     study, resumed = open_study(options, space, info.hidden_size)
     n_failed = fail_interrupted(study)
     if resumed or n_failed:

@@ -37,7 +37,10 @@ from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, fin
 from autoembed.errors import AutoembedError
 from autoembed.yamlio import line_table, load_yaml, plain
 
-__all__ = ["DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "Condition", "Param", "SearchSpace"]
+__all__ = [
+    "DEFAULT_METRIC", "DEFAULT_TARGETS", "PARAM_TYPES", "PRUNERS", "SPACES_DIR", "Condition", "Param", "SearchSpace",
+    "resolve_space", "shipped_spaces",
+]  # fmt: skip
 
 DEFAULT_METRIC = "recall@10"
 
@@ -73,6 +76,8 @@ DEFAULT_TARGETS: dict[str, str] = {
     "layer_lr_decay": "training.layer_lr_decay",
     "augment_delete_rate": "data.augment_delete_rate",
     "augment_swap_rate": "data.augment_swap_rate",
+    "mining_max_score_ratio": "data.mining_max_score_ratio",
+    "mining_margin": "data.mining_margin",
 }
 
 HEADS_KEY = "architecture.attention_heads"
@@ -91,6 +96,32 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 DEFAULT_PRUNER = {"type": "median"}
 SAMPLERS = ("tpe", "random")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+# The spaces that ship with autoembed (package data); ``search_spaces/`` in a checkout links to the same files.
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+
+
+def shipped_spaces() -> list[str]:
+    """The names ``--space`` accepts without a path: default, training, icd10, tiny."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def resolve_space(ref: str | Path) -> Path:
+    """The file a ``--space`` value means: a path to an existing file is that file; a bare name (``default``,
+    ``icd10.yaml``) or the old ``search_spaces/NAME.yaml`` missing from the current folder is the packaged space,
+    so the shipped spaces work from any folder."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    bare = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "search_spaces")
+    if bare and (SPACES_DIR / f"{name}.yaml").is_file():
+        return SPACES_DIR / f"{name}.yaml"
+    raise AutoembedError(
+        f"no such space file, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
+        file=str(ref),
+        key="space",
+    )
 
 
 def _fail(message: str, *at: str) -> PydanticCustomError:
@@ -160,7 +191,9 @@ class Param(_Strict):
     """One entry of ``params``: a distribution (or a fixed value) for one config key; a subclass per ``type``."""
 
     type: str
-    target: str | None = None  # the parser fills in the default
+    # the parser fills in the default; an explicit ``target: null`` on a categorical makes a gate, which sets no
+    # config key and only conditions later params (``architecture: {choices: [plain, adapter], target: null}``)
+    target: str | None = None
     when: Condition | None = None
     _name: str = pydantic.PrivateAttr("")
     _file: str | None = pydantic.PrivateAttr(None)
@@ -318,6 +351,8 @@ class SearchSpace(_Strict):
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> SearchSpace:
+        """Read a space file, or a shipped space by name (:func:`resolve_space`)."""
+        path = resolve_space(path)
         return cls.from_dict(load_yaml(path), file=str(path))
 
     @classmethod
@@ -364,7 +399,8 @@ class SearchSpace(_Strict):
             else:
                 value = _suggest(trial, param.optuna_name(values), param.distribution(hidden_size=hidden_size))
             values[param.name] = value
-            updates[param.target] = value
+            if param.target is not None:  # a gate sets nothing
+                updates[param.target] = value
         config = self._apply(base, updates)
         arch = config.architecture
         if arch.attention_heads is not None and hidden_size % arch.attention_heads:
@@ -375,6 +411,14 @@ class SearchSpace(_Strict):
         if adjusted:
             trial.set_user_attr("clamped", adjusted)
         return config
+
+    def possible(self, target: str) -> list[Any]:
+        """Every value a fixed entry or a categorical/fixed param may give config key ``target``."""
+        values = [self.fixed[target]] if target in self.fixed else []
+        for p in self.params.values():
+            if p.target == target:
+                values.extend([p.value] if p.type == "fixed" else list(p.choices or ()))
+        return values
 
     def largest(self, target: str) -> Any:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
@@ -553,6 +597,16 @@ class _Checks:
         path = f"params.{name}"
         param._name, param._file = name, self.space.file
         param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.space.lines.get(path)}
+        raw = self.data["params"][name]
+        if isinstance(raw, Mapping) and "target" in raw and raw["target"] is None:
+            if param.type != "categorical":
+                raise self.err(f"a gate ('target: null') must be categorical, got type {param.type!r}", f"{path}.target")
+            for i, c in enumerate(param.choices):
+                if any(_same(c, d) for d in param.choices[:i]):
+                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
+            if param.when is not None:
+                self.when(param.when, f"{path}.when", earlier)
+            return param
         if param.target is None:
             param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
             if param.target is None:
@@ -583,7 +637,7 @@ class _Checks:
         if cond.op != "in":
             return
         parent = earlier[cond.param]
-        cond.in_ = tuple(_coerce(v, parent.target) for v in cond.in_)
+        cond.in_ = tuple(_coerce(v, parent.target) if parent.target else v for v in cond.in_)
         for v in cond.in_:
             if parent.type == "fixed":
                 # A branch a fixed param does not take yet is fine: editing the value switches it on.
@@ -598,14 +652,16 @@ class _Checks:
         optuna_names: dict[str, str] = {}
         for param in self.space.params.values():
             path = f"params.{param.name}"
-            if param.target in self.space.fixed and param.when is None:
+            by_target_skip = param.target is None  # a gate sets no key
+            if not by_target_skip and param.target in self.space.fixed and param.when is None:
                 msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
                 raise self.err(f"sets {param.target}, {msg}", path)
-            other = by_target.get(param.target)
+            other = None if by_target_skip else by_target.get(param.target)
             if other is not None and not _exclusive(param, other):
                 msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
                 raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
-            by_target[param.target] = param
+            if not by_target_skip:
+                by_target[param.target] = param
             for name in param.optuna_names():
                 clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
                 if clash:

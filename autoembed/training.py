@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from autoembed.config import TrialConfig, embedding_dim
-from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task
+from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task, synonym_pairs
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache
 from autoembed.losses import Batch, compute_loss
-from autoembed.mining import BaseEmbeddings, mine_hard_negatives, mining_pool
+from autoembed.mining import BaseEmbeddings, Mined, mine_scored, mining_pool, pca_basis, pca_texts
 from autoembed.model import (
     BackboneInfo,
     backbone_info,
@@ -70,6 +70,10 @@ class Prepared:
     # query text -> mined negatives, hardest first, ``mined`` of them at most (autoembed/mining.py)
     negatives: dict[str, tuple[str, ...]] = field(default_factory=dict)
     mined: int = 0
+    # the candidates behind ``negatives`` with their base scores, for the positive-aware filter (data.mining_*)
+    mining: Mined = field(default_factory=Mined)
+    # the base model's principal directions, for projections that start from them (architecture.projection_init)
+    pca: torch.Tensor | None = None
 
 
 def prepare_key(config: TrialConfig) -> tuple:
@@ -84,26 +88,33 @@ def prepare_key(config: TrialConfig) -> tuple:
     model = config.model if config.model.startswith("package:") else where(config.model)
     return (
         model, where(d.train), where(d.val), where(d.corpus), d.val_fraction, d.split_seed, d.max_seq_length,
-        e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors,
+        e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors, tuple(where(p) for p in d.extra_train or ()),
     )
 
 
-def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
+def needs_pca(config: TrialConfig) -> bool:
+    arch = config.architecture
+    return arch.projection_init == "pca" and arch.output_dim is not None
+
+
+def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepared:
     """Read the data, build the validation task and tokenize every text once.
 
     With ``data.hard_negatives`` (or ``mine``, the most any trial of a search may ask for) above 0, the base
-    model mines that many negatives per training query, once, for every trial that shares this.
+    model mines that many negatives per training query, once, for every trial that shares this. With ``pca`` (or a
+    config whose projection starts from the PCA) it computes the base model's principal directions, once.
     """
     from transformers import AutoTokenizer
 
     info = backbone_info(config.model)
     d, e = config.data, config.evaluation
-    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed)
+    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed, extra_train=d.extra_train)
     _check_kinds(dataset.train, config)
     tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
     depth = max(d.hard_negatives, mine)
     base = None
-    if depth or (e.hard_distractors and e.max_corpus):
+    pca = pca or needs_pca(config)
+    if depth or pca or (e.hard_distractors and e.max_corpus):
         encoder = load_encoder(config.model, device=resolve_device(config.training.device))
         base = BaseEmbeddings(encoder, tokenizer, d.max_seq_length)
     task = retrieval_task(
@@ -120,12 +131,14 @@ def prepare(config: TrialConfig, *, mine: int = 0) -> Prepared:
         raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
     texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
     pool = mining_pool(dataset.train, dataset.corpus) if depth else []
-    negatives = mine_hard_negatives(base, dataset.train, pool, depth) if depth else {}
+    mining = mine_scored(base, dataset.train, pool, depth) if depth else Mined()
+    negatives = mining.select(depth)
+    basis = pca_basis(base(pca_texts(dataset.train))) if pca else None
     if base is not None:
         log.info("base model encoded %d texts in %.1f s for mining and the validation sample", len(base.rows), base.seconds)
-    mined_texts = {t for negs in negatives.values() for t in negs}
+    mined_texts = {t for negs in mining.negatives.values() for t in negs}
     cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus, *sorted(mined_texts)], d.max_seq_length)
-    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth)
+    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining, basis)
 
 
 def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
@@ -134,6 +147,8 @@ def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
         raise AutoembedError("training file mixes labeled pairs (text1/text2/label) with other rows", file=config.data.train)
     if labeled and config.data.hard_negatives:
         raise AutoembedError("labeled pairs (text1/text2/label) cannot take mined negatives; set data.hard_negatives to 0", key="data.hard_negatives")
+    if labeled and config.data.synonym_pairs:
+        raise AutoembedError("labeled pairs (text1/text2/label) have no queries to pair as synonyms; set data.synonym_pairs to 0", key="data.synonym_pairs")
     if labeled and config.loss.type != "contrastive":
         raise AutoembedError(
             f"labeled pairs (text1/text2/label) train with loss.type 'contrastive', got {config.loss.type!r}", key="loss.type"
@@ -152,6 +167,9 @@ class TrainResult:
     stopped: bool
     model: object = field(repr=False)
     prepared: Prepared | None = field(default=None, repr=False)  # what export fits PCA on and evaluates with
+    # training.merge_base: the weight of the fine-tuned model it kept, and each tried weight's validation value
+    merge_alpha: float | None = None
+    merge_scores: dict[str, float] = field(default_factory=dict)
 
 
 def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tuple[float, int]:
@@ -164,6 +182,34 @@ def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tup
         raise ValueError("no evaluation yet")
     step, metrics = history[-1]
     return metrics[metric], step
+
+
+# the weights of the fine-tuned model that training.merge_base: auto tries (1.0 is the run's own last evaluation)
+MERGE_GRID = (0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def merge_weights(model, start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> None:
+    """Load ``(1 - alpha) * start + alpha * tuned`` into ``model`` (WiSE-FT). ``torch.lerp`` gives exactly ``start``
+    at 0 and exactly ``tuned`` at 1."""
+    merged = {k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v for k, v in tuned.items()}
+    model.load_state_dict(merged)
+
+
+def merge_with_base(model, start: dict[str, torch.Tensor], setting: float | str, evaluate, metric: str, last: dict[str, float]):
+    """Apply ``training.merge_base`` after training: the fixed weight, or the best of :data:`MERGE_GRID` on
+    validation (ties go to the larger weight). Returns (alpha, its metrics, every tried alpha's value)."""
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grid = MERGE_GRID if setting == "auto" else (float(setting),)
+    tried: dict[float, dict[str, float]] = {}
+    for alpha in grid:
+        if alpha == 1.0:
+            tried[alpha] = last
+            continue
+        merge_weights(model, start, tuned, alpha)
+        tried[alpha] = evaluate(model)
+    alpha = max(tried, key=lambda a: (tried[a][metric], a))
+    merge_weights(model, start, tuned, alpha)
+    return alpha, tried[alpha], {f"{a:g}": m[metric] for a, m in tried.items()}
 
 
 def total_steps(config: TrialConfig, n_train: int) -> int:
@@ -268,19 +314,31 @@ def _train(
     t = config.training
     if t.threads:
         torch.set_num_threads(t.threads)
-    if prepared is None or prepared.key != prepare_key(config) or prepared.mined < config.data.hard_negatives:
+    if (
+        prepared is None
+        or prepared.key != prepare_key(config)
+        or prepared.mined < config.data.hard_negatives
+        or (needs_pca(config) and prepared.pca is None)
+    ):
         if prepared is not None:
             log.warning("the shared data does not fit this config (its data, validation or mining differ); preparing again")
         prepared = prepare(config)
     device = resolve_device(t.device)
     cache, train_rows = prepared.cache, prepared.dataset.train
     _check_kinds(train_rows, config)
+    # synonym pairs join per trial (every text is a training query, already tokenized), so the ratio is searchable
+    synonyms = synonym_pairs(train_rows, config.data.synonym_pairs, config.data.split_seed)
+    if synonyms:
+        log.info("data.synonym_pairs: %d query -> query pairs join %d rows", len(synonyms), len(train_rows))
+        train_rows = train_rows + synonyms
     if len(train_rows) < 2:
         raise AutoembedError("training needs at least 2 rows", file=config.data.train)
 
-    model = build_model(config, device=device, info=prepared.info)
+    model = build_model(config, device=device, info=prepared.info, pca=prepared.pca)
     freeze_lowest_layers(model, t.freeze_layers)
     model.train()
+    # WiSE-FT interpolates towards the step-0 weights: the base model's, and heads as they started
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if t.merge_base is not None else None
     techniques = Techniques(
         config, model, train_rows, dim=embedding_dim(config.architecture, prepared.info.hidden_size), device=device,
         embed=lambda texts, idx: _embed(model, texts, idx, device),
@@ -300,7 +358,8 @@ def _train(
 
     index = cache.index
     n_mined = config.data.hard_negatives
-    mined = prepared.negatives if n_mined else {}
+    d = config.data
+    mined = prepared.mining.select(n_mined, max_score_ratio=d.mining_max_score_ratio, margin=d.mining_margin) if n_mined else {}
 
     def negatives(ex: Example) -> tuple[str, ...]:
         return ex.negatives + mined[ex.anchor][:n_mined] if mined else ex.negatives
@@ -366,8 +425,13 @@ def _train(
                 stopped = True
                 break
     value, value_step = trial_value(history, config.evaluation.metric)
+    metrics, alpha, scores = history[-1][1], None, {}
+    if start is not None and not stopped:
+        alpha, metrics, scores = merge_with_base(model, start, t.merge_base, evaluator, config.evaluation.metric, metrics)
+        value = metrics[config.evaluation.metric]
+        log.info("merged with the base model at weight %g: %s = %.4f (tried %s)", alpha, config.evaluation.metric, value, scores)
     return TrainResult(
-        metrics=history[-1][1],
+        metrics=metrics,
         history=history,
         steps=step,
         total_steps=total,
@@ -377,4 +441,6 @@ def _train(
         stopped=stopped,
         model=model,
         prepared=prepared,
+        merge_alpha=alpha,
+        merge_scores=scores,
     )

@@ -56,7 +56,7 @@ class SearchOptions:
     train: str | None = None
     val: str | None = None
     corpus: str | None = None
-    space: str = "search_spaces/default.yaml"
+    space: str = "default"  # a shipped space's name or a YAML path (autoembed.space.resolve_space)
     trials: int = 20
     timeout: float | None = None
     storage: str | None = None
@@ -263,7 +263,7 @@ class Coordinator:
             return
         seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
         self.trial_seconds += seconds
-        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps", "where") if k in outcome}
+        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps", "where", "merge_alpha", "merge_scores") if k in outcome}
         if outcome.get("where", {}).get("device"):
             extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
         if outcome.get("fail_reason"):
@@ -306,6 +306,7 @@ def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, An
         "steps": result.steps,
         "total_steps": result.total_steps,
         "embedding_dim": embedding_dim(config.architecture, hidden_size),
+        **({"merge_alpha": result.merge_alpha, "merge_scores": result.merge_scores} if result.merge_alpha is not None else {}),
     }
 
 

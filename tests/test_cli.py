@@ -231,3 +231,44 @@ def test_evaluate_json_stdout_is_clean_in_a_real_process(tmp_path, tiny_model, h
     assert proc.stdout.count("\n") == 1
     assert list(json.loads(proc.stdout)) == KEYS
     assert "Loading weights" not in proc.stderr  # library progress bars are silenced
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected", "note"),
+    [
+        (None, "next: autoembed export s1 -o studies/s1/recipe.yaml", None),
+        ("sqlite:///elsewhere/s1.db", "next: autoembed export s1 --storage sqlite:///elsewhere/s1.db -o studies/s1/recipe.yaml", None),
+        ("postgresql+psycopg://me:hunter2@db:5432/x", 'next: autoembed export s1 --storage "$AUTOEMBED_STORAGE" -o studies/s1/recipe.yaml', "me:***@db"),
+    ],
+)
+def test_next_hint_pastes_as_a_working_command_and_never_shows_a_password(storage, expected, note):
+    from autoembed.cli import next_export
+    from autoembed.study import default_storage
+
+    lines = next_export("s1", storage or default_storage("s1"))
+    assert lines[0] == expected
+    assert all("hunter2" not in line for line in lines) and "***" not in lines[0]
+    assert (len(lines) == 2 and note in lines[1]) if note else len(lines) == 1
+
+
+def test_shipped_spaces_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
+    from autoembed.errors import AutoembedError
+    from autoembed.space import SPACES_DIR, SearchSpace, resolve_space, shipped_spaces
+
+    monkeypatch.chdir(tmp_path)
+    assert {"default", "training", "icd10", "tiny"} <= set(shipped_spaces())
+    assert resolve_space("default") == SPACES_DIR / "default.yaml"
+    assert resolve_space("search_spaces/icd10.yaml") == SPACES_DIR / "icd10.yaml"  # the old default path, elsewhere
+    assert SearchSpace.from_yaml_file("tiny").name == "tiny"
+    mine = tmp_path / "default.yaml"
+    mine.write_text("name: mine\nparams:\n  batch_size: {type: categorical, choices: [8]}\n")
+    assert SearchSpace.from_yaml_file("default.yaml").name == "mine"  # a path that exists is that file
+    with pytest.raises(AutoembedError, match="names no shipped space.*default"):
+        resolve_space("nope")
+
+
+def test_search_help_shows_each_default():
+    result = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for text in ("[default: (default)]", "[default: (20)]", "[default: (ray)]", "[default: (sqlite:///studies/NAME.db)]"):
+        assert text in result.output

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("simple_icd_10_cm")
 
-from autoembed.examples.icd10 import FRACTIONS, SPLITS, build_icd10, load_icd10_codes, main  # noqa: E402
+from autoembed.examples.icd10 import FRACTIONS, SPLITS, build_icd10, load_icd10_codes, main, split_of  # noqa: E402
 
-FILES = ("corpus.jsonl", "train.jsonl", "val.jsonl", "test.jsonl", "manifest.json")
+FILES = ("corpus.jsonl", "train.jsonl", "val.jsonl", "test.jsonl", "extra_train.jsonl", "manifest.json")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -161,3 +161,14 @@ def test_cli_prints_counts_and_paths(built, capsys):
         assert str(out / name) in printed
     for split in SPLITS:
         assert str(manifest["counts"][split]) in printed
+
+
+def test_extra_train_targets_train_codes_and_holds_no_held_out_query(built, splits, corpus):
+    out, manifest = built
+    extra = read_jsonl(out / "extra_train.jsonl")
+    assert len(extra) == manifest["counts"]["extra_train"] > 1000
+    held_out = {row["query"] for split in ("val", "test") for row in splits[split]}
+    for row in extra:
+        assert split_of(row["doc_id"], 0) == "train" and row["positive"] == corpus[row["doc_id"]]
+        assert row["query"] not in held_out and row["source"] in ("includes", "excludes", "extension")
+    assert {row["source"] for row in extra} == {"includes", "excludes", "extension"}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import autoembed.training as training
 from autoembed.data import read_corpus, read_examples, retrieval_task
 from autoembed.evaluation import TokenCache, encode
-from autoembed.mining import BaseEmbeddings, mine_hard_negatives, mining_pool
+from autoembed.mining import BaseEmbeddings, Mined, candidate_depth, mine_hard_negatives, mine_scored, mining_pool
 from autoembed.model import load_encoder
 from autoembed.search import SearchOptions, run_search
 from autoembed.space import SearchSpace
@@ -99,13 +99,13 @@ def test_search_mines_once_as_deep_as_the_space_reaches(tiny_model, toy_data, tm
     )
     assert SearchSpace.from_yaml_file(space).largest("data.hard_negatives") == 2
     depths = []
-    real = training.mine_hard_negatives
+    real = training.mine_scored
 
     def counting(*args, **kwargs):
         depths.append(args[3])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "mine_hard_negatives", counting)
+    monkeypatch.setattr(training, "mine_scored", counting)
     options = SearchOptions(
         study="m", model=str(tiny_model), train=str(toy_data["train"]), val=str(toy_data["val"]), corpus=str(toy_data["corpus"]),
         space=str(space), trials=4, storage=f"sqlite:///{tmp_path}/m.db", executor="inline", cpus_per_trial=1, seed=1,
@@ -142,3 +142,54 @@ def test_prepare_samples_validation_with_hard_distractors(tiny_model, toy_data):
     assert prepared.val_task.corpus != plain.val_task.corpus and len(prepared.val_task.corpus) == 9
     assert set(prepared.val_task.corpus) <= set(prepared.cache.texts)
     assert prepared.key != plain.key
+
+
+def test_positive_aware_filter_drops_candidates_near_or_above_the_positive():
+    mined = Mined(
+        negatives={"q": ("a", "b", "c", "d")},
+        scores={"q": (0.95, 0.85, 0.7, 0.5)},
+        positive={"q": 0.9},
+    )
+    assert mined.select(2) == {"q": ("a", "b")}  # off: the hardest, as before
+    assert mined.select(2, max_score_ratio=0.9) == {"q": ("c", "d")}  # 0.95 and 0.85 > 0.81
+    assert mined.select(2, max_score_ratio=0.95) == {"q": ("b", "c")}  # 0.85 < 0.855 stays
+    assert mined.select(2, max_score_ratio=1.0) == {"q": ("b", "c")}  # only the one above the positive goes
+    assert mined.select(3, margin=0.1) == {"q": ("c", "d")}  # within 0.1 of 0.9 goes, and fewer than 3 remain
+    assert mined.select(1, max_score_ratio=1.0, margin=0.1) == {"q": ("c",)}  # both: the stricter wins
+    assert mined.select(0, margin=0.1) == {}
+
+
+def test_mined_scores_are_base_cosines_and_training_uses_only_what_passes(tiny_model, toy_data, monkeypatch):
+    corpus = read_corpus(toy_data["corpus"])
+    examples = read_examples(toy_data["train"], corpus)
+    pool = mining_pool(examples, corpus)
+    encoder = load_encoder(str(tiny_model))
+    base = BaseEmbeddings(encoder, encoder.tokenizer, 32)
+    mined = mine_scored(base, examples, pool, 1)
+    query = examples[0].anchor
+    assert len(mined.negatives[query]) == candidate_depth(1)
+    q = F.normalize(base([query]), dim=-1)[0]
+    for text, score in zip(mined.negatives[query], mined.scores[query], strict=True):
+        assert abs(float(F.normalize(base([text]), dim=-1)[0] @ q) - score) < 1e-5
+    best_positive = max(float(F.normalize(base([ex.positive]), dim=-1)[0] @ q) for ex in examples if ex.anchor == query)
+    assert abs(mined.positive[query] - best_positive) < 1e-5
+
+    seen = []
+    real = training.compute_loss
+    monkeypatch.setattr(training, "compute_loss", lambda config, batch: seen.append(batch) or real(config, batch))
+    ratio = 0.98  # on this random tiny model the hardest candidate scores 0.97 to 1.02 x the positive
+    config = toy_config(tiny_model, toy_data, **{"data.hard_negatives": 1, "data.mining_max_score_ratio": ratio})
+    prepared = prepare(config)
+    train(config, prepared=prepared)
+    texts, m = prepared.cache.texts, prepared.mining
+    used = 0
+    for batch in seen:
+        if batch.neg_owner is None:  # every row's candidates were filtered out
+            continue
+        for row, owner in enumerate(batch.neg_owner.tolist()):
+            anchor, negative = texts[int(batch.anchor_ids[owner])], texts[int(batch.negative_ids[row])]
+            score = m.scores[anchor][m.negatives[anchor].index(negative)]
+            assert score <= ratio * m.positive[anchor] + 1e-9
+            used += 1
+    dropped = sum(len(prepared.mining.negatives[ex.anchor][:1]) - len(m.select(1, max_score_ratio=ratio)[ex.anchor]) for ex in examples)
+    assert used > 0 and dropped > 0  # the filter both kept and dropped some on this data

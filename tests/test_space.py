@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autoembed.config import DataConfig, TrialConfig
+from autoembed.config import DataConfig, TrialConfig, projection_input
 from autoembed.errors import AutoembedError
 from autoembed.space import SearchSpace
 
@@ -34,7 +34,7 @@ def check_trial(params: dict, config: TrialConfig, hidden: int) -> None:
     """The invariants every sampled trial keeps."""
     arch = config.architecture
     assert arch.attention_heads is None or hidden % arch.attention_heads == 0
-    width = arch.adapter_width if arch.adapter_depth > 0 else hidden
+    width = projection_input(arch, hidden)
     assert arch.output_dim is None or arch.output_dim <= width
     loss = config.loss.type
     margins = [n for n in params if n.startswith("margin")]
@@ -111,23 +111,35 @@ def test_starting_points_run_first_with_their_values(file, hidden):
         study.tell(trial, 0.5)
 
 
-def test_default_starting_points_are_the_sentence_transformers_defaults_and_the_medical_adapter():
+def test_default_starting_points_are_the_expert_pick_its_mined_twin_and_the_sentence_transformers_default():
     space = SearchSpace.from_yaml_file(SPACES / "default.yaml")
-    st, medical = (
+    expert, mined, st = (
         space.sample(optuna.trial.FixedTrial(p), base_config(), hidden_size=384)
         for p in space.starting_params(hidden_size=384)
     )
-    assert (st.loss.type, st.loss.temperature, st.training.backbone_lr, st.training.batch_size) == (
-        "infonce",
-        0.05,
-        5e-5,
-        32,
-    )
-    assert (st.training.warmup_ratio, st.architecture.adapter_depth, st.architecture.output_dim) == (0.1, 0, None)
-    assert st.architecture.attention_heads is None and st.architecture.hidden_dropout is None
-    arch = medical.architecture
-    assert (arch.adapter_depth, arch.adapter_width, arch.adapter_activation, arch.output_dim) == (2, 512, "relu", 256)
-    assert (medical.training.backbone_lr, medical.training.head_lr) == (3e-5, 1e-3)
+    for config in (expert, mined, st):
+        assert (config.loss.type, config.loss.temperature, config.training.warmup_ratio) == ("infonce", 0.05, 0.1)
+        arch = config.architecture
+        assert (arch.adapter_depth, arch.output_dim, arch.attention_heads, arch.hidden_dropout) == (0, None, None, None)
+    t = expert.training
+    assert (t.backbone_lr, t.batch_size, t.epochs, expert.data.hard_negatives) == (1e-4, 128, 2.0, 0)
+    assert mined.replace(**{"data.hard_negatives": 0}) == expert and mined.data.mining_max_score_ratio is None
+    assert (st.training.backbone_lr, st.training.batch_size, st.training.epochs) == (5e-5, 32, 1.0)
+
+
+def test_default_architecture_branches_start_from_the_pretrained_function():
+    space = SearchSpace.from_yaml_file(SPACES / "default.yaml")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    branches = {}
+    for _ in range(40):
+        trial = study.ask()
+        config = space.sample(trial, base_config(), hidden_size=384)
+        branches.setdefault(trial.params["architecture"], []).append(config.architecture)
+        study.tell(trial, 0.0)
+    assert set(branches) == {"plain", "adapter", "projection", "backbone"}
+    assert all(a.adapter_residual and a.adapter_depth > 0 and a.output_dim is None for a in branches["adapter"])
+    assert all(a.projection_init == "pca" and a.output_dim and a.adapter_depth == 0 for a in branches["projection"])
+    assert all(a.adapter_depth == 0 and a.output_dim is None and a.attention_heads is None for a in branches["plain"])
 
 
 SMALL = """\
@@ -539,3 +551,16 @@ def test_space_errors_name_file_line_key_rule_and_value(tmp_path, text, line, ke
     with pytest.raises(AutoembedError, match=re.escape(f"{path}:{line}: {key}: ") + ".*" + re.escape(says)) as info:
         SearchSpace.from_yaml_file(path)
     assert (info.value.file, info.value.line, info.value.key) == (str(path), line, key)
+
+
+def test_a_gate_sets_no_config_key_and_must_be_categorical(tmp_path):
+    space = SearchSpace.from_yaml_file(write(tmp_path, (
+        "params:\n  arch: {type: categorical, choices: [plain, adapter], target: null}\n"
+        "  adapter_depth: {type: int, low: 1, high: 2, when: {param: arch, in: [adapter]}}\n"
+    )))
+    plain = space.sample(optuna.trial.FixedTrial({"arch": "plain"}), base_config(), hidden_size=32)
+    assert plain.to_dict() == base_config().replace(**{"evaluation.metric": "recall@10"}).to_dict()
+    adapted = space.sample(optuna.trial.FixedTrial({"arch": "adapter", "adapter_depth_adapter": 2}), base_config(), hidden_size=32)
+    assert adapted.architecture.adapter_depth == 2
+    with pytest.raises(AutoembedError, match=r"params\.arch\.target.*must be categorical"):
+        SearchSpace.from_yaml_file(write(tmp_path, "params:\n  arch: {type: float, low: 0, high: 1, target: null}\n"))

@@ -10,6 +10,12 @@ Each inclusion term of a code is a query whose positive is that code's descripti
 are split into train/val/test (about 70/10/20) by hashing the code with the seed, so no code's terms
 are on two sides of a split.
 
+``extra_train.jsonl`` holds pairs that only train (``data.extra_train``), taken from the rest of the tabular list:
+the terms of a code's "includes" notes (index-like terms), the terms of every "excludes" note that names one code
+(``acute appendicitis (K35.-)`` -> K35), and the description of a code's first 7th-character extension (``...,
+initial encounter``). Only codes of the train split are targets, and a term that is a validation or test query
+is dropped and counted in the manifest, so nothing in it is measured.
+
 Usage::
 
     python -m autoembed.examples.icd10 -o data/icd10 [--seed 0] [--force]
@@ -20,23 +26,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from autoembed.fileio import atomic_write_json, atomic_write_text, sha256_file
 
-__all__ = ["FRACTIONS", "SPLITS", "build_icd10", "load_icd10_codes", "main", "split_of"]
+__all__ = ["FRACTIONS", "SPLITS", "build_icd10", "extra_train_rows", "load_icd10_codes", "load_icd10_notes", "main", "split_of"]
 
 TASK = "icd10cm-term-normalization"
 # Bump when the rows or the manifest change shape, so existing outputs are rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SOURCE_PACKAGE = "simple-icd-10-cm"
 SPLITS = ("train", "val", "test")
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 CORPUS_FILE = "corpus.jsonl"
 MANIFEST_FILE = "manifest.json"
 SPLIT_FILES = {split: f"{split}.jsonl" for split in SPLITS}
+EXTRA_FILE = "extra_train.jsonl"
+# "term (K35.-)" or "term (P70.2)": an excludes note naming one code (ranges like "(I60-I69)" name none)
+_NOTE_CODE = re.compile(r"^(?P<term>.+?)\s*\((?P<code>[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?)\.?-?\)$")
 CODES_INCLUDED = "categories and subcategories of the tabular list; no chapters, blocks or 7th-character extensions"
 
 
@@ -64,6 +74,56 @@ def load_icd10_codes() -> list[tuple[str, str, list[str]]]:
     return codes
 
 
+def load_icd10_notes() -> list[tuple[str, list[str], list[str], str | None]]:
+    """Every corpus code as ``(code, includes terms, excludes1 + excludes2 terms, first 7th-character extension's
+    description or None)``, in tabular order."""
+    import simple_icd_10_cm as cm
+
+    notes = []
+    for code in dict.fromkeys(cm.get_all_codes()):
+        if cm.is_category(code) or cm.is_subcategory(code, include_extended_subcategories=False):
+            extensions = [c for c in cm.get_children(code) if cm.is_extended_subcategory(c)]
+            first = cm.get_description(extensions[0]) if extensions else None
+            notes.append((code, list(cm.get_includes(code)), [*cm.get_excludes1(code), *cm.get_excludes2(code)], first))
+    return notes
+
+
+def extra_train_rows(
+    notes: list[tuple[str, list[str], list[str], str | None]], descriptions: dict[str, str], seed: int, held_out: set[str]
+) -> tuple[list[dict[str, str]], int]:
+    """Training-only pairs from the notes (see the module docstring), and how many were dropped as held-out queries.
+
+    A pair's code must be a corpus code of the train split; ``held_out`` are the validation and test queries.
+    """
+    rows: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    dropped = 0
+
+    def add(term: str, code: str, source: str) -> None:
+        nonlocal dropped
+        term = " ".join(term.split())
+        if code not in descriptions or split_of(code, seed) != "train" or not term:
+            return
+        if term.casefold() == descriptions[code].casefold() or (term, code) in seen:
+            return
+        if term in held_out:
+            dropped += 1
+            return
+        seen.add((term, code))
+        rows.append({"query": term, "positive": descriptions[code], "doc_id": code, "source": source})
+
+    for code, includes, excludes, extension in notes:
+        for term in includes:
+            add(term, code, "includes")
+        for note in excludes:
+            match = _NOTE_CODE.match(" ".join(note.split()))
+            if match:
+                add(match["term"], match["code"], "excludes")
+        if extension:
+            add(extension, code, "extension")
+    return rows, dropped
+
+
 def _source() -> dict[str, str]:
     return {"package": SOURCE_PACKAGE, "version": version(SOURCE_PACKAGE)}
 
@@ -84,7 +144,7 @@ def _current_manifest(out: Path, seed: int, source: dict[str, str]) -> dict[str,
     if any(manifest.get(key) != value for key, value in wanted.items()):
         return None
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != {"corpus", *SPLITS}:
+    if not isinstance(files, dict) or set(files) != {"corpus", *SPLITS, "extra_train"}:
         return None
     for entry in files.values():
         path = out / entry.get("path", "")
@@ -119,11 +179,15 @@ def _build(out_dir: str | Path, seed: int, force: bool) -> tuple[dict[str, Any],
             seen.add(term)
             rows[split].append({"query": term, "positive": description, "doc_id": code})
 
+    descriptions = {row["_id"]: row["text"] for row in corpus}
+    held_out = {row["query"] for split in ("val", "test") for row in rows[split]}
+    extra, dropped = extra_train_rows(load_icd10_notes(), descriptions, seed, held_out)
+
     out.mkdir(parents=True, exist_ok=True)
     # The manifest goes first and comes back last: a rebuild cut short leaves no manifest, so the next run
     # rebuilds instead of trusting a mix of old and new files.
     (out / MANIFEST_FILE).unlink(missing_ok=True)
-    files = {"corpus": (CORPUS_FILE, corpus), **{split: (SPLIT_FILES[split], rows[split]) for split in SPLITS}}
+    files = {"corpus": (CORPUS_FILE, corpus), **{split: (SPLIT_FILES[split], rows[split]) for split in SPLITS}, "extra_train": (EXTRA_FILE, extra)}
     for name, records in files.values():
         atomic_write_text(out / name, _jsonl(records))
     manifest = {
@@ -135,6 +199,7 @@ def _build(out_dir: str | Path, seed: int, force: bool) -> tuple[dict[str, Any],
         "fractions": FRACTIONS,
         "counts": {key: len(records) for key, (_, records) in files.items()},
         "codes_per_split": codes_per_split,
+        "extra_train_dropped_as_held_out_queries": dropped,
         "files": {key: {"path": name, "sha256": sha256_file(out / name)} for key, (name, _) in files.items()},
     }
     atomic_write_json(out / MANIFEST_FILE, manifest)
@@ -179,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  corpus {counts['corpus']:>6} documents  {args.out_dir / CORPUS_FILE}")
     for split in SPLITS:
         print(f"  {split:<6} {counts[split]:>6} queries    {args.out_dir / SPLIT_FILES[split]}  ({codes[split]} codes)")
+    print(f"  extra  {counts['extra_train']:>6} pairs      {args.out_dir / EXTRA_FILE}  (train only: data.extra_train)")
     print(f"  manifest                  {args.out_dir / MANIFEST_FILE}")
     return 0
 
