@@ -637,7 +637,7 @@ class _Checks:
         if cond.op != "in":
             return
         parent = earlier[cond.param]
-        cond.in_ = tuple(_coerce(v, parent.target) if parent.target else v for v in cond.in_)
+        cond.in_ = tuple(_coerce(v, parent.target) for v in cond.in_)
         for v in cond.in_:
             if parent.type == "fixed":
                 # A branch a fixed param does not take yet is fine: editing the value switches it on.
@@ -834,8 +834,10 @@ def _token(value: Any) -> str:
     return str(value)
 
 
-def _coerce(value: Any, target: str) -> Any:
-    """Numbers for float keys: YAML reads ``1e-5`` as a string and ``0`` as an int."""
+def _coerce(value: Any, target: str | None) -> Any:
+    """Numbers for float keys: YAML reads ``1e-5`` as a string and ``0`` as an int (a gate's values stay as given)."""
+    if target is None:
+        return value
     section, _, name = target.partition(".")
     fields = getattr(SECTIONS.get(section), "__dataclass_fields__", {})
     rule = fields[name].metadata.get("rule") if name in fields else None
