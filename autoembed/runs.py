@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -60,6 +62,20 @@ def staging_dir(target: Path) -> Path:
     return staged
 
 
+def write_fault(exc: Exception, target: Path) -> EnvironmentFault | None:
+    """A failed write as the machine's fault: an OSError, or safetensors' own error wrapping one (disk full)."""
+    if isinstance(exc, EnvironmentFault):
+        return exc
+    if isinstance(exc, OSError):
+        return EnvironmentFault.from_os_error(exc)
+    text = " ".join(str(exc).split())
+    if type(exc).__name__ == "SafetensorError" and re.search(r"I/?O ?error", text, re.IGNORECASE):
+        code = re.search(r"(?:os error|code:) (\d+)", text)
+        reason = os.strerror(int(code.group(1))) if code else text
+        return EnvironmentFault(f"cannot write the model weights: {reason}", file=str(target))
+    return None
+
+
 def save_model(model, folder: Path, *, metrics: dict[str, Any], card: str | None = None) -> None:
     """Write the sentence-transformers folder, metrics.json and (optionally) the model card."""
     model.save(str(folder))
@@ -109,9 +125,12 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
         config.to_yaml_file(staged / "autoembed_config.yaml")
         follow_umask(staged)  # libraries may write owner-only files (via their own temporary files)
         replace_dir(staged, output)
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(staged, ignore_errors=True)
-        raise EnvironmentFault.from_os_error(exc) from None
+        fault = write_fault(exc, output)
+        if fault is None:
+            raise
+        raise fault from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

@@ -42,7 +42,12 @@ def load_yaml(path: str | Path) -> Located:
     path = Path(path)
     if not path.is_file():
         raise AutoembedError("file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise AutoembedError(f"not UTF-8 text: byte {raw[exc.start:exc.start + 1]!r}; save the file as UTF-8", file=str(path), line=line) from None
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
