@@ -62,7 +62,11 @@ def load_yaml(path: str | Path) -> Located:
         loader.dispose()
     if node is None:
         raise AutoembedError("file is empty, expected a mapping", file=str(path))
-    data = _construct(node, str(path), yaml.SafeLoader(""))
+    try:
+        data = _construct(node, str(path), yaml.SafeLoader(""))
+    except yaml.YAMLError as exc:  # a tag safe_load does not build (!!python/object, !foo)
+        mark = getattr(exc, "problem_mark", None)
+        raise AutoembedError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path), line=mark.line + 1 if mark else None) from None
     if not isinstance(data, Located):
         raise AutoembedError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path), line=1)
     return data

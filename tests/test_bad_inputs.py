@@ -175,6 +175,7 @@ CASES = [
     Case("train-config-bad-yaml", lambda w, t: ["train", put(t, "c.yaml", "model: [unclosed\n"), "-o", str(t / "out")], ("c.yaml:2: invalid YAML",)),
     Case("train-config-empty", lambda w, t: ["train", put(t, "c.yaml", ""), "-o", str(t / "out")], ("c.yaml: file is empty",)),
     Case("train-config-list", lambda w, t: ["train", put(t, "c.yaml", "- 1\n- 2\n"), "-o", str(t / "out")], ("c.yaml:1: expected a mapping",)),
+    Case("train-config-unsafe-tag", lambda w, t: ["train", put(t, "c.yaml", "model: ok\ntraining: !!python/object:os.system x\n"), "-o", str(t / "out")], ("c.yaml:2", "invalid YAML", "python/object")),
     Case("train-config-not-utf8", lambda w, t: ["train", put(t, "c.yaml", b"model: caf\xe9\n"), "-o", str(t / "out")], ("c.yaml", "UTF-8")),
     Case("train-unknown-top-key", lambda w, t: ["train", config_file(w, t, extra=1), "-o", str(t / "out")], ("config.yaml", "extra", "unknown key")),
     Case("train-unknown-training-key", lambda w, t: ["train", config_file(w, t, **{"training.lr": 1}), "-o", str(t / "out")], ("training.lr", "unknown key 'lr'")),
@@ -361,3 +362,37 @@ def test_the_table_covers_all_six_commands_with_at_least_70_cases():
     commands = {next(w for w in case.name.split("-") if w in COMMANDS) for case in CASES}
     assert commands == set(COMMANDS)
     assert len(CASES) >= 70 and len({case.name for case in CASES}) == len(CASES)
+
+
+def test_a_bad_output_folder_is_refused_before_any_training(world, tmp_path, monkeypatch):
+    import autoembed.recipe
+    import autoembed.runs
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the output folder")
+
+    monkeypatch.setattr(autoembed.runs, "train", no_training)
+    monkeypatch.setattr(autoembed.recipe, "train", no_training)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for seeds in ("1", "2"):  # extra seeds train first: the check must come before them too
+        result = runner.invoke(app, ["train", config_file(world, tmp_path), "-o", str(out), "--seeds", seeds])
+        assert result.exit_code == 2 and "not empty" in result.stderr, result.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_a_trained_model_folder_follows_the_umask(world, tmp_path, umask):
+    """tempfile makes owner-only folders; the result must have the modes a plain mkdir/open would give."""
+    old = os.umask(umask)
+    try:
+        result = runner.invoke(app, ["train", config_file(world, tmp_path), "-o", str(tmp_path / "model")])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stderr
+    modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in [tmp_path / "model", *(tmp_path / "model").rglob("*")]}
+    assert any(p.suffix == ".safetensors" for p in modes)
+    for path, mode in modes.items():
+        expected = 0o777 & ~umask if (tmp_path / path).is_dir() else 0o666 & ~umask
+        assert mode == expected, (str(path), oct(mode), oct(expected))
