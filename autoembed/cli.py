@@ -15,17 +15,49 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from autoembed.errors import AutoembedError
+from autoembed.errors import AutoembedError, EnvironmentFault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the best way to fine-tune a text embedding model.")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
-def _fail(exc: AutoembedError) -> None:
-    # the message holds user text (paths, ids, values): printed as is, never read as rich markup
-    console.print(f"[red]autoembed: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(exc: Exception, storage: str | None = None) -> None:
+    """Print what went wrong as one line and exit 2 (bad input) or 1 (the machine refused); re-raise a bug."""
+    error = user_error(exc, storage)
+    if error is None:
+        raise exc
+    # the message holds user text (paths, ids, values): printed as is, never read as rich markup, on one line
+    text = " ".join(str(error).splitlines())
+    console.print(f"[red]autoembed: error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def user_error(exc: BaseException, storage: str | None = None) -> AutoembedError | None:
+    """The one-line error an exception stands for, or None for a bug (which keeps its traceback).
+
+    An ``OSError`` that reached here is the machine refusing (read-only folder, full disk); a database error is
+    the study storage refusing, found under Optuna's ``StorageInternalError`` as its cause.
+    """
+    if isinstance(exc, AutoembedError):
+        return exc
+    if isinstance(exc, OSError):
+        return EnvironmentFault.from_os_error(exc, "cannot read or write")
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    seen: BaseException | None = exc
+    while seen is not None and sqlalchemy_exc is not None:
+        if isinstance(seen, sqlalchemy_exc.DBAPIError):
+            from autoembed.study import mask_text, mask_url
+
+            reason = mask_text(str(seen.orig).splitlines()[0] if str(seen.orig) else type(seen.orig).__name__, storage)
+            where = f"study storage {mask_url(storage)}" if storage else "study storage"
+            if isinstance(seen, sqlalchemy_exc.OperationalError):  # read-only, full, locked, connection lost
+                return EnvironmentFault(f"{where}: {reason}", key="storage")
+            if type(seen) is sqlalchemy_exc.DatabaseError:  # "file is not a database"
+                return AutoembedError(f"{where}: {reason}", key="storage")
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @app.command()
@@ -40,7 +72,7 @@ def train(
 
     try:
         summary = train_recipe(config, output, allow_changed_data=allow_changed_data, seeds=seeds, console=console)
-    except AutoembedError as exc:
+    except Exception as exc:
         _fail(exc)
     out.print_json(json.dumps(summary))
 
@@ -61,7 +93,7 @@ def evaluate(
     try:
         ks = _parse_ks(k)
         metrics = evaluate_model(model, queries, corpus, ks=ks, batch_size=batch_size, max_seq_length=max_seq_length, console=console)
-    except AutoembedError as exc:
+    except Exception as exc:
         _fail(exc)
     if as_json:
         print(json.dumps(metrics))
@@ -111,19 +143,20 @@ def search(
     flags = dict(train=train, val=val, corpus=corpus, model=model, space=space, study=study, trials=trials, timeout=timeout,
                  storage=storage, workers=workers, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                  ray_address=ray_address, executor=executor, seed=seed, workdir=workdir)
+    options = None
     try:
         # stdout carries the result JSON alone: whatever a library prints meanwhile (Ray's "(raylet)" lines) goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             options = SearchOptions.from_sources(str(study_file) if study_file else None, **flags)
             result = run_search(options, console=console)
-    except AutoembedError as exc:
-        _fail(exc)
     except SearchInterrupted as exc:
         console.print(
             f"interrupted by {exc.name}: {exc.failed} running trial(s) marked FAIL, finished trials kept; rerun to resume",
             highlight=False,
         )
         raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:
+        _fail(exc, options.storage_url if options else storage)
     except KeyboardInterrupt:
         console.print("interrupted: finished trials are kept; rerun to resume", highlight=False)
         raise typer.Exit(130) from None
@@ -153,10 +186,10 @@ def status(
     url = storage or default_storage(study)
     try:
         st = load_existing(study, url)
-    except AutoembedError as exc:
-        _fail(exc)
-    rows = trial_rows(st)
-    best = best_trial(st)
+        rows = trial_rows(st)
+        best = best_trial(st)
+    except Exception as exc:
+        _fail(exc, url)
     summary = {
         "study": study,
         "storage": mask_url(url),
@@ -194,10 +227,11 @@ def export(
     from autoembed.recipe import export_recipe
     from autoembed.study import default_storage
 
+    url = storage or default_storage(study)
     try:
-        summary = export_recipe(study, storage or default_storage(study), output, trial_number=trial)
-    except AutoembedError as exc:
-        _fail(exc)
+        summary = export_recipe(study, url, output, trial_number=trial)
+    except Exception as exc:
+        _fail(exc, url)
     console.print(f"wrote {output}: trial {summary['trial']} ({summary['objective']} = {summary['value']:.4f} at step {summary['step']}); next: autoembed train {output} -o DIR", highlight=False)
     out.print_json(json.dumps(summary))
 
@@ -216,8 +250,8 @@ def dashboard(
     target = output or (storage_folder(url) or STUDIES_DIR) / study / "dashboard.html"
     try:
         path = write_dashboard(url, study, target)
-    except AutoembedError as exc:
-        _fail(exc)
+    except Exception as exc:
+        _fail(exc, url)
     console.print(f"wrote {path}", highlight=False)
     print(str(path))
 
@@ -272,9 +306,12 @@ def main() -> None:
     _quiet_libraries()
     try:
         app()
-    except AutoembedError as exc:  # raised outside a command's own handler
-        console.print(f"autoembed: error: {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except Exception as exc:  # raised outside a command's own handler
+        error = user_error(exc)
+        if error is None:
+            raise
+        console.print(f"autoembed: error: {escape(' '.join(str(error).splitlines()))}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -82,26 +82,60 @@ class Dataset:
         return list(seen)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _decoded_lines(path: Path, fh) -> Iterator[str]:
+    """The file's lines as text; a line that is not UTF-8 is an error naming it (a leading BOM is dropped)."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise AutoembedError(
+                f"not UTF-8 text: byte {raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}; save the file as UTF-8", file=str(path), line=number
+            ) from None
+
+
 def _iter_records(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                return
-            for row in reader:
-                if None in row:
-                    raise AutoembedError("row has more fields than the header", file=str(path), line=reader.line_num)
-                yield reader.line_num, {k: v for k, v in row.items() if v != "" or k in ("query", "anchor", "positive", "text1", "text2", "text")}
+        with path.open("rb") as fh:
+            reader = csv.DictReader(_decoded_lines(path, fh))
+            try:
+                if not reader.fieldnames:
+                    return
+                duplicates = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+                if duplicates:
+                    raise AutoembedError(f"duplicate column {duplicates[0]!r} in the header", file=str(path), line=1, key=duplicates[0])
+                for row in reader:
+                    if None in row:
+                        raise AutoembedError("row has more fields than the header", file=str(path), line=reader.line_num)
+                    yield reader.line_num, {k: v for k, v in row.items() if v != "" or k in ("query", "anchor", "positive", "text1", "text2", "text")}
+            except csv.Error as exc:
+                raise AutoembedError(f"invalid CSV: {exc}", file=str(path), line=reader.line_num or None) from None
         return
-    with path.open(encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for number, raw in enumerate(_decoded_lines(path, fh), start=1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.rstrip("\r\n"))
+                record = json.loads(raw.rstrip("\r\n"), object_pairs_hook=_no_duplicates)
             except json.JSONDecodeError as exc:
                 raise AutoembedError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=str(path), line=number) from None
+            except _DuplicateKey as exc:
+                raise AutoembedError(f"duplicate key {exc.args[0]!r} in one JSON object", file=str(path), line=number, key=str(exc.args[0])) from None
+            except RecursionError:
+                raise AutoembedError("invalid JSON: nested too deeply", file=str(path), line=number) from None
             yield number, record
 
 

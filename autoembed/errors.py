@@ -1,4 +1,4 @@
-"""Errors a user can fix. The CLI prints them as one line and exits 2."""
+"""Errors a user can fix. The CLI prints them as one line and exits 2 (1 for a fault of the machine)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ class AutoembedError(Exception):
         line: the 1-based line in that file, if known.
         key: the dotted key or field name, if any.
     """
+
+    exit_code = 2
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, key: str | None = None):
         self.message = message
@@ -27,6 +29,22 @@ class AutoembedError(Exception):
         if self.key:
             where = f"{where}: {self.key}" if where else self.key
         return f"{where}: {self.message}" if where else self.message
+
+
+class EnvironmentFault(AutoembedError):
+    """The input is fine but the machine refused: a read-only folder, a full disk, a read-only or full database.
+
+    Printed as one line like any :class:`AutoembedError`, with exit code 1: rerunning the same command once the
+    machine is fixed will work.
+    """
+
+    exit_code = 1
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, what: str = "cannot write") -> EnvironmentFault:
+        """``PermissionError(13, ..., '/out')`` -> ``/out: cannot write: Permission denied``."""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return cls(f"{what}: {reason}", file=exc.filename)
 
 
 class TrialFailed(RuntimeError):

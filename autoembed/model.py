@@ -69,7 +69,18 @@ def resolve_model_path(ref: str) -> Path:
         raise AutoembedError(f"model {ref!r}: no such folder (give a local folder or package:NAME; hub names are not downloaded)", key="model")
     if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
         raise AutoembedError(f"model {ref!r}: folder has neither config.json nor modules.json", key="model")
+    check_weights(ref, path)
     return path
+
+
+def check_weights(ref: str, path: Path) -> None:
+    """A model folder must hold weights; without them every trial would fail (or train from random weights)."""
+    try:
+        folder = _transformer_folder(path)
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not a list of module entries
+        raise AutoembedError(f"model {ref!r}: {path / 'modules.json'} is not a sentence-transformers module list", key="model") from None
+    if not any(p.suffix in (".safetensors", ".bin") and p.is_file() for p in folder.glob("*")):
+        raise AutoembedError(f"model {ref!r}: {folder} has no weights (model.safetensors or pytorch_model.bin)", key="model")
 
 
 def _transformer_folder(path: Path) -> Path:

@@ -13,29 +13,46 @@ from optuna.trial import TrialState
 
 from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
-from autoembed.fileio import atomic_write_text, sha256_file
+from autoembed.fileio import atomic_write_text, check_file_target, sha256_file
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
-from autoembed.runs import train_to_folder
+from autoembed.runs import check_output_dir, train_to_folder
 from autoembed.study import load_existing, mask_url
 from autoembed.training import train
 
 
-def check_data(config: TrialConfig, *, allow_changed: bool) -> list[str]:
-    """Compare the recipe's data hashes with the files now; return the changes (raise unless allowed)."""
-    recorded = (config.provenance or {}).get("data") or {}
+def check_data(config: TrialConfig, *, allow_changed: bool, file: str | None = None) -> list[str]:
+    """Compare the data files the config names now with the hashes its provenance recorded; return the changes
+    (raise unless allowed). The config's own paths are hashed, so a recipe whose ``data.train`` was edited to
+    another file is caught, and a file that moved but kept its content is not a change."""
+    prov = config.provenance or {}
+    if "data" not in prov:
+        return []  # a plain config, not a recipe: nothing to compare with
+    recorded = prov.get("data") or {}
+    if not isinstance(recorded, dict):
+        raise AutoembedError(f"must be a mapping of train/val/corpus entries, got {recorded!r}", file=file, key="provenance.data")
     changes = []
-    for role, entry in recorded.items():
-        if not entry:
+    for role in ("train", "val", "corpus"):
+        entry = recorded.get(role)
+        path = getattr(config.data, role)
+        if entry is not None and not isinstance(entry, dict):
+            raise AutoembedError(f"must be a mapping with path and sha256, got {entry!r}", file=file, key=f"provenance.data.{role}")
+        if not entry and not path:
             continue
-        path = entry.get("path")
-        if not path or not Path(path).is_file():
-            changes.append(f"{role} file {path} is missing")
+        if not entry:
+            changes.append(f"data.{role} is {path}, but the study measured no {role} file")
+            continue
+        if not path:
+            changes.append(f"data.{role} is not set, but the study measured {entry.get('path')}")
+            continue
+        if not Path(path).is_file():
+            changes.append(f"data.{role} file {path} is missing")
             continue
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
-            changes.append(f"{role} file {path} changed: sha256 {digest[:12]}... but the recipe recorded {str(entry.get('sha256'))[:12]}...")
+            was = "" if str(entry.get("path")) == str(path) else f" from the study's {entry.get('path')}"
+            changes.append(f"data.{role} file {path} changed{was}: sha256 {digest[:12]}... but the recipe recorded {str(entry.get('sha256'))[:12]}...")
     if changes and not allow_changed:
-        raise AutoembedError(changes[0] + " (pass --allow-changed-data to train anyway)", key="provenance.data")
+        raise AutoembedError(changes[0] + " (pass --allow-changed-data to train anyway)", file=file, key="provenance.data")
     return changes
 
 
@@ -74,10 +91,11 @@ def train_recipe(path: str | Path, output: str | Path, *, allow_changed_data: bo
     recipe's own seed, so it matches the study's trial.
     """
     config = TrialConfig.from_yaml_file(path)
-    changes = check_data(config, allow_changed=allow_changed_data)
+    changes = check_data(config, allow_changed=allow_changed_data, file=str(path))
+    output = Path(output)
+    check_output_dir(output)  # before any seed trains, not after
     for change in changes:
         _say(console, f"[yellow]warning:[/yellow] {change}")
-    output = Path(output)
     values: list[float] = []
     for i in range(1, seeds):
         seeded = config.replace(**{"training.seed": config.training.seed + i})
@@ -135,6 +153,7 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     The recipe pins ``training.max_steps`` to the step the trial's value was measured at (the trial's last
     evaluation, see :func:`autoembed.training.trial_value`), so training from it stops exactly there.
     """
+    check_file_target(output)  # a folder given as -o is refused before the study is read
     study = load_existing(study_name, storage_url)
     trials = study.get_trials(deepcopy=False)
     if trial_number is None:

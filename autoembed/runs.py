@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from autoembed.errors import AutoembedError
+from autoembed.errors import AutoembedError, EnvironmentFault
 from autoembed.export import export_model
-from autoembed.fileio import atomic_write_json
+from autoembed.fileio import atomic_write_json, follow_umask
 from autoembed.training import train
+
+
+def check_output_dir(target: Path) -> None:
+    """Refuse an output folder before any training: it must be new, empty or an earlier autoembed result, and
+    its parent must take a new folder (probed by making and removing the staging folder there)."""
+    target = Path(target)
+    for parent in (target, *target.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "output exists and is not a folder" if parent == target else f"cannot make the output folder: {parent} is a file"
+                raise AutoembedError(what, file=str(target))
+            break
+    if target.is_dir() and any(target.iterdir()) and not (target / "metrics.json").is_file() and not (target / "modules.json").is_file():
+        raise AutoembedError("output folder is not empty and holds no earlier autoembed result; choose another -o", file=str(target))
+    shutil.rmtree(staging_dir(target))
 
 
 def replace_dir(staged: Path, target: Path) -> None:
     """Move a finished folder into place; an older result there is replaced only once the new one is whole."""
     target = Path(target)
     if target.exists():
-        if not target.is_dir():
-            raise AutoembedError("output exists and is not a folder", file=str(target))
-        if any(target.iterdir()) and not (target / "metrics.json").is_file() and not (target / "modules.json").is_file():
-            raise AutoembedError("output folder is not empty and holds no earlier autoembed result; choose another -o", file=str(target))
+        check_output_dir(target)
         old = target.with_name(f".{target.name}.old")
         if old.exists():
             shutil.rmtree(old)
         target.rename(old)
-        staged.rename(target)
+        try:
+            staged.rename(target)
+        except BaseException:
+            old.rename(target)  # the earlier result stays where it was
+            raise
         shutil.rmtree(old)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -34,9 +52,29 @@ def replace_dir(staged: Path, target: Path) -> None:
 
 
 def staging_dir(target: Path) -> Path:
+    """A fresh folder beside ``target`` to build a result in; it takes the umask's modes, as ``target`` will."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    except OSError as exc:
+        raise EnvironmentFault.from_os_error(exc, "cannot make the output folder") from None
+    follow_umask(staged)
+    return staged
+
+
+def write_fault(exc: Exception, target: Path) -> EnvironmentFault | None:
+    """A failed write as the machine's fault: an OSError, or safetensors' own error wrapping one (disk full)."""
+    if isinstance(exc, EnvironmentFault):
+        return exc
+    if isinstance(exc, OSError):
+        return EnvironmentFault.from_os_error(exc)
+    text = " ".join(str(exc).split())
+    if type(exc).__name__ == "SafetensorError" and re.search(r"I/?O ?error", text, re.IGNORECASE):
+        code = re.search(r"(?:os error|code:) (\d+)", text)
+        reason = os.strerror(int(code.group(1))) if code else text
+        return EnvironmentFault(f"cannot write the model weights: {reason}", file=str(target))
+    return None
 
 
 def save_model(model, folder: Path, *, metrics: dict[str, Any], card: str | None = None) -> None:
@@ -76,6 +114,7 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
     ``card`` is a function of the final metrics record giving the README.md text. ``seed_values`` are the
     values of extra seeds trained before; with them metrics.json reports mean and spread.
     """
+    check_output_dir(output)
     result = train(config, progress=progress)
     staged = staging_dir(output)
     try:
@@ -91,7 +130,14 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
             record["study_value"] = config.provenance["objective"]["value"]
         save_model(result.model, staged, metrics=record, card=card(record) if card else None)
         config.to_yaml_file(staged / "autoembed_config.yaml")
+        follow_umask(staged)  # libraries may write owner-only files (via their own temporary files)
         replace_dir(staged, output)
+    except Exception as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        fault = write_fault(exc, output)
+        if fault is None:
+            raise
+        raise fault from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

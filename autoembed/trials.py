@@ -100,8 +100,17 @@ class SearchOptions:
         return options
 
     def check(self) -> None:
-        validate_study_name(self.study)
         where = {"file": self.config_file} if self.config_file else {}
+        # a study YAML can hold any type: check it before a comparison or a path join raises a TypeError
+        kinds = {"study": str, "model": str, "train": str, "val": str, "corpus": str, "space": str, "storage": str, "ray_address": str,
+                 "executor": str, "seed": int, "trials": int, "workers": int, "max_failures": int, "timeout": (int, float),
+                 "gpus_per_trial": (int, float), "cpus_per_trial": (int, float)}
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                expected = "a number" if kind == (int, float) else ("an integer" if kind is int else "a string")
+                raise AutoembedError(f"must be {expected}, got {value!r}", key=name, **where)
+        validate_study_name(self.study)
         for name in ("model", "train"):
             if not getattr(self, name):
                 raise AutoembedError(f"--{name} is required (or {name}: in the study YAML)", key=name, **where)

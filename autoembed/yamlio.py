@@ -52,7 +52,12 @@ def load_yaml(path: str | Path) -> Located:
     path = Path(path)
     if not path.is_file():
         raise AutoembedError("file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise AutoembedError(f"not UTF-8 text: byte {raw[exc.start:exc.start + 1]!r}; save the file as UTF-8", file=str(path), line=line) from None
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -67,7 +72,11 @@ def load_yaml(path: str | Path) -> Located:
         loader.dispose()
     if node is None:
         raise AutoembedError("file is empty, expected a mapping", file=str(path))
-    data = _construct(node, str(path), yaml.SafeLoader(""))
+    try:
+        data = _construct(node, str(path), yaml.SafeLoader(""))
+    except yaml.YAMLError as exc:  # a tag safe_load does not build (!!python/object, !foo)
+        mark = getattr(exc, "problem_mark", None)
+        raise AutoembedError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path), line=mark.line + 1 if mark else None) from None
     if not isinstance(data, Located):
         raise AutoembedError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path), line=1)
     return data
