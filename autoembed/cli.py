@@ -194,6 +194,7 @@ def status(
         "study": study,
         "storage": mask_url(url),
         "objective": st.user_attrs.get("objective"),
+        "fidelity": st.user_attrs.get("fidelity", "steps"),
         "counts": {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
         "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
         "trials": rows,
@@ -202,7 +203,8 @@ def status(
         print(json.dumps(summary, default=str))
         return
     table = Table(title=f"study {study} ({summary['objective']}) in {summary['storage']}")
-    for col in ("#", "state", "value", "steps", "seconds", "params"):
+    unit = "pairs" if summary.get("fidelity") == "pairs" else "steps"  # what the trials' curves are keyed by
+    for col in ("#", "state", "value", unit, "seconds", "params"):
         table.add_column(col)
     for r in rows:
         value = f"{r['value']:.4f}" if r["value"] is not None else (r["fail_reason"] or "-")[:60]

@@ -301,6 +301,10 @@ class EvaluationConfig(Section):
     k: tuple[int, ...] = (1, 10)
     metric: str = _f("recall@10", Rule(STR))
     every_steps: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    # evaluate (and let the pruner judge) each time the run has trained on another N pairs: one grid shared by every
+    # trial whatever its batch size, so the pruner compares trials at equal compute (a search keys its trials' curves
+    # by training pairs seen)
+    every_pairs: int | None = _f(None, Rule(INT, 1, 10**12, optional=True))
     max_queries: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     max_corpus: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     sample_seed: int = _f(0, Rule(INT))
@@ -310,6 +314,13 @@ class EvaluationConfig(Section):
     batch_size: int = _f(256, Rule(INT, 1, 65536))
 
     def validate(self, *, file, lines, prefix):
+        if self.every_steps is not None and self.every_pairs is not None:
+            raise AutoembedError(
+                f"set one of every_steps ({self.every_steps}) and every_pairs ({self.every_pairs}), not both",
+                file=file,
+                line=lines.get("every_pairs"),
+                key=prefix + "every_pairs",
+            )
         name, _, k = self.metric.partition("@")
         ok = (name == "recall" and k.isdigit() and int(k) in self.k) or self.metric in ("mrr@10", "ndcg@10")
         if not ok:

@@ -42,8 +42,8 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
         def start(self, total_steps: int) -> None:
             self.total = total_steps
 
-        def report(self, step: int, metrics: dict[str, float]) -> None:
-            tune.report({"kind": "eval", "step": step, "total_steps": self.total, "metrics": metrics})
+        def report(self, step: int, metrics: dict[str, float], *, pairs: int) -> None:
+            tune.report({"kind": "eval", "step": step, "pairs": pairs, "total_steps": self.total, "metrics": metrics})
 
         def should_stop(self) -> bool:
             return False  # the scheduler stops this actor when the pruner says so
@@ -160,7 +160,8 @@ class PrunerScheduler(FIFOScheduler):
         if result.get("kind") != "eval":
             return TrialScheduler.CONTINUE
         result = _unflatten(result)
-        stop = self.coordinator.on_result(trial.trial_id, int(result["step"]), result["metrics"], int(result["total_steps"]))
+        pairs = int(result["pairs"]) if result.get("pairs") is not None else None
+        stop = self.coordinator.on_result(trial.trial_id, int(result["step"]), result["metrics"], int(result["total_steps"]), pairs)
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
     def __getstate__(self):

@@ -171,7 +171,8 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     if "config" not in trial.user_attrs:
         raise AutoembedError(f"trial {trial.number} carries no autoembed config (was the study made by autoembed?)", key="--trial")
     config = TrialConfig.from_dict(trial.user_attrs["config"])
-    step = trial.user_attrs.get("value_step") or trial.last_step
+    # a curve keyed by training pairs (the study's fidelity) says nothing of the optimizer step: only value_step does
+    step = trial.user_attrs.get("value_step") or (trial.last_step if study.user_attrs.get("fidelity", "steps") == "steps" else None)
     if step:
         config = config.replace(**{"training.max_steps": int(step)})
     if trial.user_attrs.get("merge_alpha") is not None:
@@ -184,7 +185,9 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
         "data": study_prov.get("data") or data_provenance(config),
         "split_seed": config.data.split_seed,
         "training_seed": config.training.seed,
-        "objective": {"name": config.evaluation.metric, "value": trial.value, "step": step},
+        # step: the optimizer step training stops at (pinned above); pairs: training pairs seen there, the unit the
+        # study's curves and pruner count in
+        "objective": {"name": config.evaluation.metric, "value": trial.value, "step": step, "pairs": trial.user_attrs.get("value_pairs")},
         "study": {"name": study_name, "trial": trial.number, "storage": mask_url(storage_url)},
         "space": study_prov.get("space"),
         **({"extra_train": study_prov["extra_train"]} if study_prov.get("extra_train") else {}),

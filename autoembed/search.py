@@ -124,6 +124,9 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
         )
     if not resumed:
         study.set_user_attr("objective", space.metric)
+        # intermediate values, pruning and the evaluation grid count training pairs seen: trials of any batch size or
+        # schedule are compared at equal compute (a study made before this keeps its optimizer steps)
+        study.set_user_attr("fidelity", "pairs")
         for params in starting:
             study.enqueue_trial(params, skip_if_exists=True)
     return study, resumed

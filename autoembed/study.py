@@ -269,16 +269,18 @@ class TrialRecorder:
     def number(self) -> int:
         return self.trial.number
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
-        """Record one evaluation on the trial's curve (ignored once the trial was pruned or ended)."""
+    def report(self, key: int, metrics: dict[str, float], *, step: int | None = None) -> None:
+        """Record one evaluation on the trial's curve at ``key`` (training pairs seen, or the optimizer step in an
+        older study); ``step`` is the optimizer step it was taken at. Ignored once the trial was pruned or ended."""
         if self.pruned or self.done:
             return
         value = metrics.get(self.objective)
         if value is None or not math.isfinite(value):
             return
-        self.history.append((step, dict(metrics)))
+        self.history.append((key, dict(metrics)))
+        self.last_step = key if step is None else step
         try:
-            self.trial.report(float(value), step)
+            self.trial.report(float(value), key)
             self.trial.set_user_attr("last_metrics", {k: float(v) for k, v in metrics.items()})
         except optuna.exceptions.UpdateFinishedTrialError:
             self._lost()
@@ -318,8 +320,9 @@ class TrialRecorder:
             for key, val in (extra or {}).items():
                 self.trial.set_user_attr(key, val)
             if self.pruned:
-                last_step = self.history[-1][0] if self.history else None
-                self.trial.set_user_attr("pruned_at_step", last_step)
+                self.trial.set_user_attr("pruned_at_step", getattr(self, "last_step", None))
+                if self.history and getattr(self, "last_step", None) != self.history[-1][0]:
+                    self.trial.set_user_attr("pruned_at_pairs", self.history[-1][0])
             elif value is not None and math.isfinite(value):
                 self.trial.set_user_attr("value_step", step)
                 self.trial.set_user_attr("final_metrics", {k: float(v) for k, v in (metrics or {}).items()})

@@ -42,7 +42,9 @@ class Reporter(Protocol):
 
     def start(self, total_steps: int) -> None: ...
 
-    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+    def report(self, step: int, metrics: dict[str, float], *, pairs: int) -> None:
+        """One evaluation at optimizer ``step``, after ``pairs`` training pairs (a point of the every_pairs grid)."""
+        ...
 
     def should_stop(self) -> bool: ...
 
@@ -51,7 +53,7 @@ class NullReporter:
     def start(self, total_steps: int) -> None:
         pass
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
+    def report(self, step: int, metrics: dict[str, float], *, pairs: int) -> None:
         pass
 
     def should_stop(self) -> bool:
@@ -170,6 +172,7 @@ class TrainResult:
     # training.merge_base: the weight of the fine-tuned model it kept, and each tried weight's validation value
     merge_alpha: float | None = None
     merge_scores: dict[str, float] = field(default_factory=dict)
+    value_pairs: int | None = None  # training pairs seen at the value's evaluation (its key in a search's curve)
 
 
 def trial_value(history: list[tuple[int, dict[str, float]]], metric: str) -> tuple[float, int]:
@@ -368,6 +371,8 @@ def _train(
     torch.manual_seed(t.seed)
     history: list[tuple[int, dict[str, float]]] = []
     every = config.evaluation.every_steps
+    grid = config.evaluation.every_pairs
+    history_pairs: list[int] = []
     stopped = False
     step = pairs_seen = 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -417,10 +422,14 @@ def _train(
         step += 1
         if progress is not None:
             progress(step, total, float(loss.detach()))
-        if (every and step % every == 0) or step == total:
+        on_grid = bool(grid) and pairs_seen // grid > (history_pairs[-1] // grid if history_pairs else 0)
+        if (every and step % every == 0) or on_grid or step == total:
             metrics = evaluator(model)
             history.append((step, metrics))
-            reporter.report(step, metrics)
+            # a grid evaluation is keyed by its grid point, so trials of any batch size share the keys
+            fidelity = pairs_seen // grid * grid if on_grid else pairs_seen
+            history_pairs.append(fidelity)
+            reporter.report(step, metrics, pairs=fidelity)
             if step < total and reporter.should_stop():
                 stopped = True
                 break
@@ -443,4 +452,5 @@ def _train(
         prepared=prepared,
         merge_alpha=alpha,
         merge_scores=scores,
+        value_pairs=history_pairs[-1],
     )

@@ -175,6 +175,7 @@ class Coordinator:
         # and resumed runs of one study may differ
         self.provenance = provenance
         self.heartbeat = Heartbeat(study._storage)
+        self.fidelity = study.user_attrs.get("fidelity", "steps")
         self.last_sweep = -float("inf")
         self.suspects = False
         self.recorders: dict[str, TrialRecorder] = {}
@@ -256,12 +257,16 @@ class Coordinator:
         self.heartbeat.discard(trial._trial_id)
         self.display.finished(trial.number, "FAIL", None, reason)
 
-    def on_result(self, key: str, step: int, metrics: dict[str, float], total_steps: int) -> bool:
-        """Record an evaluation; True means stop the trial now."""
+    def on_result(self, key: str, step: int, metrics: dict[str, float], total_steps: int, pairs: int | None = None) -> bool:
+        """Record an evaluation; True means stop the trial now.
+
+        The trial's curve (and so the pruner) is keyed by training pairs seen in a study whose ``fidelity`` is
+        ``pairs`` (every study created since), by optimizer step in an older one.
+        """
         recorder = self.recorders[key]
         if recorder.pruned or recorder.done:
             return True
-        recorder.report(step, metrics)
+        recorder.report(pairs if self.fidelity == "pairs" and pairs is not None else step, metrics, step=step)
         self.display.progress(recorder.number, step, total_steps, metrics.get(self.space.metric))
         # the last evaluation is the trial's value: it completes, whatever the pruner would say
         return step < total_steps and recorder.should_prune()
@@ -272,7 +277,8 @@ class Coordinator:
             return
         seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
         self.trial_seconds += seconds
-        extra = {k: outcome[k] for k in ("embedding_dim", "steps", "total_steps", "where", "merge_alpha", "merge_scores") if k in outcome}
+        keys = ("embedding_dim", "steps", "total_steps", "where", "merge_alpha", "merge_scores", "value_pairs")
+        extra = {k: outcome[k] for k in keys if outcome.get(k) is not None}
         if outcome.get("where", {}).get("device"):
             extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
         if outcome.get("fail_reason"):
@@ -310,6 +316,7 @@ def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, An
     return {
         "value": result.value,
         "value_step": result.value_step,
+        "value_pairs": result.value_pairs,
         "metrics": result.metrics,
         "train_seconds": result.seconds,
         "steps": result.steps,
@@ -354,8 +361,8 @@ class _CallbackReporter:
     def start(self, total_steps: int) -> None:
         self.total = total_steps
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
-        self.stop = self.coordinator.on_result(self.key, step, metrics, self.total)
+    def report(self, step: int, metrics: dict[str, float], *, pairs: int) -> None:
+        self.stop = self.coordinator.on_result(self.key, step, metrics, self.total, pairs)
 
     def should_stop(self) -> bool:
         return self.stop

@@ -229,12 +229,14 @@ class Recorder:
         self.stop_after = stop_after
         self.started: int | None = None
         self.reports: list[tuple[int, dict[str, float]]] = []
+        self.pairs: list[int] = []
 
     def start(self, total_steps: int) -> None:
         self.started = total_steps
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
+    def report(self, step: int, metrics: dict[str, float], *, pairs: int) -> None:
         self.reports.append((step, metrics))
+        self.pairs.append(pairs)
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.reports) >= self.stop_after
@@ -250,6 +252,25 @@ def test_reporter_sees_every_evaluation_and_can_stop(tiny_model, toy_data, stop_
     assert result.steps == steps and result.total_steps == 6
     assert result.stopped is (steps < 6)
     assert (result.value, result.value_step) == (result.history[-1][1]["recall@10"], reported[-1])
+
+
+@pytest.mark.parametrize(("batch_size", "steps"), [(8, [2, 4, 6]), (6, [3, 6, 8])])
+def test_evaluations_follow_one_grid_of_training_pairs(tiny_model, toy_data, batch_size, steps):
+    """every_pairs evaluates each time another N pairs were trained on, keyed by the grid point: batch 8 (after 16, 32,
+    48 pairs) and batch 6 (after 18, 36, 48) report at the same keys, so a pruner compares them at equal compute."""
+    config = toy_config(
+        tiny_model, toy_data, **{"training.batch_size": batch_size, "training.max_steps": steps[-1], "evaluation.every_pairs": 16}
+    )
+    recorder = Recorder()
+    result = train(config, reporter=recorder)
+    assert [s for s, _ in recorder.reports] == steps
+    assert recorder.pairs == [16, 32, 48]
+    assert (result.value_step, result.value_pairs) == (steps[-1], 48)
+
+
+def test_every_steps_and_every_pairs_exclude_each_other(tiny_model, toy_data):
+    with pytest.raises(AutoembedError, match="every_pairs: set one of every_steps"):
+        toy_config(tiny_model, toy_data, **{"evaluation.every_steps": 2, "evaluation.every_pairs": 16})
 
 
 def test_a_non_finite_loss_fails_the_trial(tiny_model, toy_data, monkeypatch):

@@ -198,10 +198,18 @@ class _Curve:
 @dataclasses.dataclass(frozen=True)
 class _IntermediateInfo:
     curves: list[_Curve]
+    unit: str = "steps"  # what the curves are keyed by: the study's fidelity, "pairs" or "steps"
+
+    @property
+    def unit_label(self) -> str:
+        return "training pairs seen" if self.unit == "pairs" else "evaluation step"
 
 
-def _get_intermediate_info(trials: Sequence[FrozenTrial]) -> _IntermediateInfo:
-    """The objective value each trial reported per evaluation step; failed trials are left out."""
+def _get_intermediate_info(trials: Sequence[FrozenTrial], unit: str = "steps") -> _IntermediateInfo:
+    """The objective value each trial reported per evaluation; failed trials are left out.
+
+    ``unit`` is the study's ``fidelity`` attribute: curves are keyed by training pairs seen (studies made since
+    compute-fair pruning) or by optimizer step (older ones)."""
     curves = []
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state == TrialState.FAIL or not trial.intermediate_values:
@@ -210,7 +218,7 @@ def _get_intermediate_info(trials: Sequence[FrozenTrial]) -> _IntermediateInfo:
         if points:
             steps, values = zip(*points, strict=True)
             curves.append(_Curve(trial.number, _STATE_LABELS[trial.state], list(steps), list(values)))
-    return _IntermediateInfo(curves)
+    return _IntermediateInfo(curves, unit)
 
 
 def _trial_seconds(trial: FrozenTrial) -> float | None:
@@ -542,6 +550,7 @@ class _SummaryInfo:
     failures: list[tuple[str, int, list[int]]]  # (reason, count, some trial numbers), commonest first
     first_start: datetime.datetime | None
     last_complete: datetime.datetime | None
+    fidelity: str = "steps"  # what intermediate values are keyed by: "pairs" (training pairs seen) or "steps"
 
     @property
     def n_trials(self) -> int:
@@ -584,6 +593,7 @@ def _get_summary_info(
         failures=failures,
         first_start=min(starts) if starts else None,
         last_complete=max(ends) if ends else None,
+        fidelity=str(user_attrs.get("fidelity") or "steps"),
     )
 
 

@@ -99,10 +99,10 @@ def _get_intermediate_plot(info: _IntermediateInfo, objective: str) -> go.Figure
                 opacity=opacity,
                 name=f"{state} ({len(curves)})",
                 connectgaps=False,
-                hovertemplate=f"{state} trial %{{customdata}}<br>step %{{x}}: %{{y:.4f}}<extra></extra>",
+                hovertemplate=f"{state} trial %{{customdata}}<br>{'pairs' if info.unit == 'pairs' else 'step'} %{{x}}: %{{y:.4f}}<extra></extra>",
             )
         )
-    return _layout(fig, height=420, xaxis_title="evaluation step", yaxis_title=objective)
+    return _layout(fig, height=420, xaxis_title=info.unit_label, yaxis_title=objective)
 
 
 def _get_compute_plot(info: _ComputeInfo) -> go.Figure:

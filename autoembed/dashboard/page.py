@@ -162,7 +162,7 @@ def _figure_sections(
         )
     )
 
-    intermediate = _get_intermediate_info(trials)
+    intermediate = _get_intermediate_info(trials, summary.fidelity)
     sections.append(
         _figure(
             "curves",
