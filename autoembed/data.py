@@ -68,19 +68,6 @@ class Dataset:
     extra_rows: int = 0
     extra_dropped: int = 0
 
-    def texts(self) -> list[str]:
-        """Every distinct text the run will encode, in a fixed order."""
-        seen: dict[str, None] = {}
-        for ex in (*self.train, *self.val):
-            seen.setdefault(ex.anchor)
-            seen.setdefault(ex.positive)
-            for neg in ex.negatives:
-                seen.setdefault(neg)
-        if self.corpus:
-            for text in self.corpus.values():
-                seen.setdefault(text)
-        return list(seen)
-
 
 class _DuplicateKey(ValueError):
     pass

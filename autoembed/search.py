@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -24,10 +25,11 @@ from optuna.trial import TrialState
 from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
 from autoembed.model import backbone_info
+from autoembed.plan import Plan, make_plan
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
 from autoembed.space import SearchSpace
-from autoembed.study import fail_interrupted, finished_count, make_storage, mask_url
+from autoembed.study import fail_interrupted, finished_count, make_storage, mask_url, storage_folder
 from autoembed.training import prepare
 from autoembed.trials import Coordinator, Executor, InlineExecutor, SearchOptions
 
@@ -101,7 +103,20 @@ def base_config(options: SearchOptions, metric: str | None = None) -> TrialConfi
     return TrialConfig.from_dict(data, file=options.config_file)
 
 
-def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> tuple[optuna.Study, bool]:
+def stored_plan(options: SearchOptions) -> Plan | None:
+    """The plan of the study if it exists already (an empty one for a study made before plans), else None."""
+    url = options.storage_url
+    folder = storage_folder(url)
+    if folder is not None and not Path(url[len("sqlite:///") :]).is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=options.study, storage=make_storage(url))
+    except KeyError:
+        return None
+    return Plan.from_dict(study.user_attrs.get("plan") or {})
+
+
+def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int, plan: Plan) -> tuple[optuna.Study, bool]:
     # a starting point the backbone cannot take must fail before the study exists: a study created without
     # its starting points would be resumed without them
     starting = space.starting_params(hidden_size=hidden_size)
@@ -127,6 +142,7 @@ def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int) -> 
         # intermediate values, pruning and the evaluation grid count training pairs seen: trials of any batch size or
         # schedule are compared at equal compute (a study made before this keeps its optimizer steps)
         study.set_user_attr("fidelity", "pairs")
+        study.set_user_attr("plan", plan.to_dict())
         for params in starting:
             study.enqueue_trial(params, skip_if_exists=True)
     return study, resumed
@@ -195,13 +211,23 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
     # created by a failed start would be resumed later without its starting points
     runner.check(options, display)
     arm()  # after Ray's start, which replaces the SIGTERM handler
+    plan = stored_plan(options)
+    if plan is None:  # a new study: measure and plan (a study that exists keeps the plan its trials ran with)
+        if options.timeout:
+            display.note("planning the budget: timing a few training steps and an encoding pass ...")
+        plan = make_plan(space, base, info, timeout=options.timeout, base_sections=options.base)
+    base = plan.apply(base, space)
+    if plan.line:
+        display.note(plan.line)
+    for warning in plan.warnings:
+        display.note(f"warning: {warning}")
     display.note("reading data and tokenizing once for the whole study ...")
     probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
     prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
     dataset = prepared.dataset
     extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
     provenance = driver_provenance(options, space, base, extra)
-    study, resumed = open_study(options, space, info.hidden_size)
+    study, resumed = open_study(options, space, info.hidden_size, plan)
     n_failed = fail_interrupted(study)
     if resumed or n_failed:
         display.note(

@@ -799,6 +799,9 @@ def _make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     if cls is optuna.pruners.PatientPruner:
         wrapped = spec.get("wrapped")
         kwargs["wrapped_pruner"] = _make_pruner(wrapped) if wrapped is not None else None
+    if cls in (optuna.pruners.MedianPruner, optuna.pruners.PercentilePruner) and "n_warmup_steps" in kwargs:
+        # "skip the first N" means N itself is not judged either; Optuna's pruners judge from step N on
+        kwargs["n_warmup_steps"] = kwargs["n_warmup_steps"] + 1
     with warnings.catch_warnings():
         # PatientPruner and WilcoxonPruner are marked experimental; choosing one in the file is the opt-in.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -13,7 +13,7 @@ PACKAGE = Path(autoembed.__file__).parent
 LAYERS = [
     {"cli"},
     {"search", "recipe", "dashboard", "evaluate", "examples"},
-    {"trials", "raytune", "runs"},
+    {"trials", "raytune", "runs", "plan"},
     {"training", "provenance"},
     {"model", "losses", "mining", "evaluation", "space", "study"}
     | {"techniques", "classification", "adversarial", "progressive", "augment", "export"},

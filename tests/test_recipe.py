@@ -59,7 +59,8 @@ def test_export_then_train_reproduces_the_trial_value(searched):
     assert summary["trial"] == best.number and summary["value"] == best.value
     data = yaml.safe_load(recipe.read_text())
     prov = data["provenance"]
-    assert prov["objective"] == {"name": "mrr@10", "value": best.value, "step": 6}
+    assert prov["objective"] == {"name": "mrr@10", "value": best.value, "step": 6, "pairs": best.user_attrs["value_pairs"]}
+    assert best.user_attrs["value_pairs"] == 6 * data["training"]["batch_size"]
     assert prov["study"] == {"name": "r", "trial": best.number, "storage": url}
     assert set(prov["data"]) == {"train", "val", "corpus"} and len(prov["data"]["train"]["sha256"]) == 64
     assert prov["data"]["train"]["rows"] > 0 and prov["base_model"]["sha256"]

@@ -35,8 +35,9 @@ params:
   max_steps: {type: categorical, choices: [4, 8]}
   every_steps: {type: categorical, choices: [1, 4], target: evaluation.every_steps}
 fixed: {training.batch_size: 8, data.max_seq_length: 16}
-# recall@1 never reaches 1.01: every check from step 4 on prunes; a trial's last evaluation never does
-pruner: {type: threshold, lower: 1.01, n_warmup_steps: 4}
+# recall@1 never reaches 1.01: every check from 32 training pairs (step 4 at batch 8) on prunes; a trial's last
+# evaluation never does
+pruner: {type: threshold, lower: 1.01, n_warmup_steps: 32}
 sampler: {type: random}
 starting_points:
   - {freeze_layers: 5, temperature: 0.05, max_steps: 4, every_steps: 1}
@@ -195,8 +196,11 @@ def test_ray_prunes_fails_and_completes_trials_alone(ray_outcomes):
     assert "freeze_layers" in freeze.user_attrs["fail_reason"] and "AutoembedError" in freeze.user_attrs["fail_reason"]
     assert "TrialFailed" in nan.user_attrs["fail_reason"] and "nan" in nan.user_attrs["fail_reason"].lower()
     # pruned at its first check (step 4 of 8), its curve kept; the complete trial evaluated at every step
-    assert list(pruned.intermediate_values) == [4] and pruned.user_attrs["pruned_at_step"] == 4
-    assert list(complete.intermediate_values) == [1, 2, 3, 4] and complete.value == complete.intermediate_values[4]
+    # curves are keyed by training pairs seen (batch 8): pruned at its first check (step 4 of 8, 32 pairs)
+    assert list(pruned.intermediate_values) == [32] and pruned.user_attrs["pruned_at_step"] == 4
+    assert pruned.user_attrs["pruned_at_pairs"] == 32
+    assert list(complete.intermediate_values) == [8, 16, 24, 32] and complete.value == complete.intermediate_values[32]
+    assert (complete.user_attrs["value_step"], complete.user_attrs["value_pairs"]) == (4, 32)
     assert complete.user_attrs["steps"] == 4 and complete.user_attrs["config"]["training"]["threads"] == 1
     assert json.loads(result.stdout)["counts"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2}
 

@@ -1,0 +1,205 @@
+"""The budget plan: with ``--timeout``, measure this machine, then set what the user left unset so the time fits.
+
+A search that evaluates the whole validation set every 100 steps, on trials as long as an expert's, runs a handful
+of trials in an hour on a CPU and never gets past its random start-up. So before the study starts, the plan
+times a few training steps and an encoding pass on the user's own data and model, and sets:
+
+- a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
+  base model, ``hard_distractors``), when validation is larger than that;
+- the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial;
+- the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
+- the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the first grid point is
+  not judged), when the space leaves them out.
+
+Anything the space (``fixed``, a param's target, the pruner spec) or the study YAML's ``base`` sets wins. Without
+``--timeout`` the plan only sets an evaluation grid, from the data's size, when none is set. The plan is stored
+on the study, and a driver that joins or resumes the study reuses it, so every trial measures the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from autoembed.config import LossConfig, TrialConfig
+from autoembed.data import load_dataset
+from autoembed.evaluation import TokenCache, encode
+from autoembed.losses import Batch, compute_loss
+from autoembed.model import BackboneInfo, build_model
+from autoembed.space import SearchSpace
+from autoembed.training import _embed, _optimizer, resolve_device
+
+EVAL_SHARE = 0.15  # evaluation may cost at most this share of a trial
+TARGET_TRIALS = 12  # what the trial length aims at, counting pruned trials
+WARN_TRIALS = 6
+# a pruned trial stops at about this share of its length (median pruning over a few grid points), and about this
+# share of the trials run to the end: 1/3 full + 2/3 x 0.3 = 0.53 of a full trial on average
+PRUNED_SHARE, COMPLETE_SHARE = 0.3, 1 / 3
+VAL_QUERIES, VAL_CORPUS, VAL_DISTRACTORS = 600, 5000, 3
+GRID_UNIT = 256
+
+
+@dataclass
+class Plan:
+    """What the plan sets (dotted config keys for every trial, pruner arguments) and why, in one line."""
+
+    updates: dict[str, Any] = field(default_factory=dict)
+    pruner: dict[str, Any] = field(default_factory=dict)
+    line: str = ""
+    warnings: list[str] = field(default_factory=list)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "pruner": self.pruner, "line": self.line, "measured": self.measured}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(dict(data.get("updates") or {}), dict(data.get("pruner") or {}), str(data.get("line") or ""), [], dict(data.get("measured") or {}))
+
+    def apply(self, base: TrialConfig, space: SearchSpace) -> TrialConfig:
+        """The base config with the plan's keys, and the space's pruner with its arguments."""
+        space.pruner.update(self.pruner)
+        return base.replace(**self.updates) if self.updates else base
+
+
+def user_sets(key: str, space: SearchSpace, base_sections: dict[str, Any]) -> bool:
+    """Whether the space (fixed or a param's target) or the study's ``base`` sets config key ``key``."""
+    section, _, name = key.partition(".")
+    if key in space.fixed or any(p.target == key for p in space.params.values()):
+        return True
+    return name in (base_sections.get(section) or {})
+
+
+def make_plan(
+    space: SearchSpace, base: TrialConfig, info: BackboneInfo, *, timeout: float | None, base_sections: dict[str, Any]
+) -> Plan:
+    """Measure (when there is a time budget) and decide; see the module docstring."""
+    plan = Plan()
+    ev, d = base.evaluation, base.data
+    free = {key: not user_sets(key, space, base_sections) for key in _KEYS}
+    grid_free = free["evaluation.every_pairs"] and free["evaluation.every_steps"]
+    dataset = load_dataset(d.train, d.val, d.corpus, val_fraction=d.val_fraction, split_seed=d.split_seed, extra_train=d.extra_train)
+    n_train = len(dataset.train)
+    n_queries = len({ex.anchor for ex in dataset.val})
+    n_docs = len(dataset.corpus) if dataset.corpus is not None else len({ex.positive for ex in (*dataset.train, *dataset.val)})
+    epochs = _typical(space, "training.epochs", base.training.epochs)
+    batch = int(_typical(space, "training.batch_size", base.training.batch_size))
+    steps = _typical(space, "training.max_steps", base.training.max_steps)
+    pairs = steps * batch if steps else epochs * n_train
+    if timeout is None:
+        if grid_free:
+            plan.updates["evaluation.every_pairs"] = _round_up(max(pairs / 4, GRID_UNIT))
+            plan.line = f"no --timeout: evaluate every {plan.updates['evaluation.every_pairs']:,} training pairs"
+        return plan
+
+    # the validation sample
+    queries, docs = ev.max_queries or n_queries, ev.max_corpus or n_docs
+    if free["evaluation.max_queries"] and free["evaluation.max_corpus"] and (n_queries > VAL_QUERIES or n_docs > VAL_CORPUS):
+        queries, docs = min(n_queries, VAL_QUERIES), min(n_docs, VAL_CORPUS)
+        plan.updates["evaluation.max_queries"] = queries
+        if docs < n_docs:
+            plan.updates["evaluation.max_corpus"] = docs
+            if free["evaluation.hard_distractors"]:
+                plan.updates["evaluation.hard_distractors"] = VAL_DISTRACTORS
+
+    speed = measure(base, info, dataset, batch=min(batch, max(2, n_train)))
+    plan.measured = speed
+    eval_seconds = (min(queries, n_queries) + min(docs, n_docs)) / speed["encode_texts_per_s"]
+    # trial length: about TARGET_TRIALS trials, a third of them to the end
+    per_trial = timeout / (TARGET_TRIALS * (COMPLETE_SHARE + (1 - COMPLETE_SHARE) * PRUNED_SHARE))
+    if free["training.epochs"] and free["training.max_steps"]:
+        fit_pairs = per_trial * (1 - EVAL_SHARE) * speed["train_pairs_per_s"]
+        if fit_pairs < pairs:
+            epochs = max(0.1, round(fit_pairs / n_train, 2))
+            plan.updates["training.epochs"] = epochs
+            pairs = epochs * n_train
+    train_seconds = pairs / speed["train_pairs_per_s"]
+    # evaluations per trial: their cost at most EVAL_SHARE of the trial's, at least 2 so the pruner can judge
+    n_evals = max(2, min(20, math.floor(EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds / max(eval_seconds, 1e-6))))
+    grid = plan.updates.get("evaluation.every_pairs") or ev.every_pairs
+    if grid_free:
+        grid = _round_up(pairs / n_evals)
+        plan.updates["evaluation.every_pairs"] = grid
+    if grid:
+        n_evals = max(1, math.floor(pairs / grid))
+    trial_seconds = train_seconds + n_evals * eval_seconds
+    fits = timeout / (trial_seconds * (COMPLETE_SHARE + (1 - COMPLETE_SHARE) * PRUNED_SHARE))
+    spec = space.pruner
+    if spec.get("type") in ("median", "percentile"):
+        if "n_startup_trials" not in spec:
+            plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
+        if "n_warmup_steps" not in spec and grid:
+            plan.pruner["n_warmup_steps"] = grid  # the first grid point is not judged
+    plan.line = (
+        f"{timeout / 60:.0f} min: ~{fits:.0f} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
+        f"queries x {min(docs, n_docs):,} docs, evaluate every {grid:,} pairs" if grid else f"{timeout / 60:.0f} min: ~{fits:.0f} trials"
+    )
+    if fits < WARN_TRIALS:
+        plan.warnings.append(
+            f"only ~{fits:.0f} trials of ~{trial_seconds / 60:.1f} min fit in {timeout / 60:.0f} min "
+            f"({speed['train_pairs_per_s']:.0f} training pairs/s here); a longer --timeout or shorter trials search better"
+        )
+    return plan
+
+
+_KEYS = (
+    "evaluation.every_pairs", "evaluation.every_steps", "evaluation.max_queries", "evaluation.max_corpus",
+    "evaluation.hard_distractors", "training.epochs", "training.max_steps",
+)  # fmt: skip
+
+
+def _typical(space: SearchSpace, key: str, default: Any) -> Any:
+    """The median of the values the space may give ``key`` (its ranges' midpoints), else ``default``."""
+    values = [v for v in space.possible(key) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for p in space.params.values():
+        if p.target == key and p.type in ("float", "int"):
+            values.append((p.low + p.high) / 2)
+    return statistics.median(values) if values else default
+
+
+def _round_up(pairs: float) -> int:
+    return int(max(1, math.ceil(pairs / GRID_UNIT)) * GRID_UNIT)
+
+
+def measure(base: TrialConfig, info: BackboneInfo, dataset, *, batch: int, steps: int = 3) -> dict[str, float]:
+    """Time ``steps`` training steps at ``batch`` (after one untimed) and the encoding of a few hundred texts."""
+    from transformers import AutoTokenizer
+
+    device = resolve_device(base.training.device)
+    torch.manual_seed(base.training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_path), local_files_only=True)
+    rows = dataset.train[: batch * (steps + 1)]
+    texts = [t for ex in rows for t in (ex.anchor, ex.positive)]
+    sample = [ex.anchor for ex in dataset.val[:128]] + list((dataset.corpus or {}).values())[:256]
+    cache = TokenCache.build(tokenizer, [*texts, *sample], base.data.max_seq_length)
+    model = build_model(base, device=device, info=info)
+    optimizer = _optimizer(model, base)
+    model.train()
+    times = []
+    for i in range(steps + 1):
+        chunk = rows[i * batch : (i + 1) * batch] or rows[:batch]
+        t0 = time.perf_counter()
+        anchors = _embed(model, cache, [cache.index[ex.anchor] for ex in chunk], device)
+        positives = _embed(model, cache, [cache.index[ex.positive] for ex in chunk], device)
+        ids = torch.arange(len(chunk), device=device)
+        # the timing is the encoder's; InfoNCE stands for every loss (labeled pairs have no labels here)
+        loss = compute_loss(LossConfig(), Batch(anchors=anchors, positives=positives, anchor_ids=ids, positive_ids=ids))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:  # the first step pays one-time costs
+            times.append((time.perf_counter() - t0, len(chunk)))
+    model.eval()
+    idx = [cache.index[t] for t in dict.fromkeys(sample or texts)]
+    t0 = time.perf_counter()
+    encode(model, cache, idx, batch_size=base.evaluation.batch_size)
+    encode_seconds = time.perf_counter() - t0
+    return {
+        "train_pairs_per_s": round(sum(n for _, n in times) / sum(s for s, _ in times), 2),
+        "encode_texts_per_s": round(len(idx) / encode_seconds, 2),
+    }

@@ -1,0 +1,75 @@
+"""The budget plan: what a search sets from this machine's measured speed, and what it leaves to the user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoembed.config import TrialConfig
+from autoembed.model import backbone_info
+from autoembed.plan import Plan, make_plan
+from autoembed.space import SearchSpace
+
+SPACE = """
+metric: recall@10
+params:
+  backbone_lr: {type: float, low: 1.0e-5, high: 1.0e-4, log: true}
+  batch_size: {type: categorical, choices: [8, 16]}
+FIXED
+pruner: {type: median}
+"""
+
+
+def space(tmp_path: Path, fixed: str = "") -> SearchSpace:
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("FIXED", fixed))
+    return SearchSpace.from_yaml_file(path)
+
+
+def base(tiny_model, data, **sections) -> TrialConfig:
+    return TrialConfig.from_dict(
+        {"model": str(tiny_model), "data": {"train": str(data["train"]), "val": str(data["val"]), "corpus": str(data["corpus"])}, **sections}
+    )
+
+
+def test_without_a_budget_only_a_grid_is_set(tmp_path, tiny_model, toy_data):
+    plan = make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=None, base_sections={})
+    assert set(plan.updates) == {"evaluation.every_pairs"} and plan.updates["evaluation.every_pairs"] % 256 == 0
+    assert plan.pruner == {} and plan.measured == {}
+
+
+def test_a_budget_is_measured_and_planned(tmp_path, tiny_model, toy_data):
+    s = space(tmp_path)
+    plan = make_plan(s, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={})
+    assert plan.measured["train_pairs_per_s"] > 0 and plan.measured["encode_texts_per_s"] > 0
+    grid = plan.updates["evaluation.every_pairs"]
+    assert grid >= 256 and plan.pruner == {"n_startup_trials": plan.pruner["n_startup_trials"], "n_warmup_steps": grid}
+    assert 2 <= plan.pruner["n_startup_trials"] <= 5
+    assert plan.line.startswith("10 min: ~") and f"evaluate every {grid:,} pairs" in plan.line
+    # the toy validation is smaller than the sample: no sample is set
+    assert "evaluation.max_queries" not in plan.updates
+    planned = plan.apply(base(tiny_model, toy_data), s)
+    assert planned.evaluation.every_pairs == grid and s.pruner["n_warmup_steps"] == grid
+
+
+def test_what_the_user_sets_wins(tmp_path, tiny_model, toy_data):
+    s = space(tmp_path, "fixed: {evaluation.every_steps: 3, training.epochs: 1.0}")
+    s.pruner["n_startup_trials"] = 4
+    plan = make_plan(
+        s, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600,
+        base_sections={"evaluation": {"max_queries": 5}},
+    )  # fmt: skip
+    for key in ("evaluation.every_pairs", "evaluation.every_steps", "training.epochs", "evaluation.max_queries"):
+        assert key not in plan.updates
+    assert "n_startup_trials" not in plan.pruner
+
+
+def test_a_tight_budget_warns(tmp_path, tiny_model, toy_data):
+    plan = make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=0.05, base_sections={})
+    assert plan.warnings and "trials" in plan.warnings[0] and "fit in" in plan.warnings[0]
+
+
+@pytest.mark.parametrize("data", [{}, {"updates": {"evaluation.every_pairs": 512}, "pruner": {"n_warmup_steps": 512}, "line": "x"}])
+def test_a_plan_round_trips(data):
+    assert Plan.from_dict(Plan.from_dict(data).to_dict()).to_dict() == Plan.from_dict(data).to_dict()
