@@ -52,7 +52,8 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, *args: str) -> subprocess.Popen:
-        cmd = ["ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args]
+        # both nodes on loopback: nothing of the test leaves this machine
+        cmd = ["ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *args]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(proc)
         return proc
