@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,21 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     folder = storage_folder(url)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-            )
-    except Exception as exc:  # bad driver, unreachable server, bad credentials
-        raise AutoembedError(f"cannot open study storage {mask_url(url)}: {mask_text(str(exc).splitlines()[0], url)}", key="storage") from None
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                )
+        except Exception as exc:  # bad driver, unreachable server, bad credentials
+            text = str(exc)
+            # drivers started together on a new database race to create Optuna's tables; the loser finds them made
+            if attempt < 5 and ("alembic_version" in text or "already exists" in text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise AutoembedError(f"cannot open study storage {mask_url(url)}: {mask_text(text.splitlines()[0], url)}", key="storage") from None
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
