@@ -41,7 +41,11 @@ pruner: {type: none}
 sampler: {type: random}
 """
 # what a search may print on stderr before its error line (its own progress notes)
-SEARCH_NOTES = ("reading data and tokenizing once", "resuming study")
+# what a search says on stderr before anything can go wrong with the study: these lines may precede the error
+SEARCH_NOTES = (
+    "reading data and tokenizing once", "joining study", "starting Ray", "connecting to Ray", "planning the budget",
+    "no --timeout:", "warning: only",
+)  # fmt: skip
 
 
 @dataclass
