@@ -135,13 +135,14 @@ def make_plan(
             plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
         if "n_warmup_steps" not in spec and grid:
             plan.pruner["n_warmup_steps"] = grid  # the first grid point is not judged
+    n = f"{fits:.0f}" if fits >= 2 else f"{fits:.1f}"
     plan.line = (
-        f"{timeout / 60:.0f} min: ~{fits:.0f} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
-        f"queries x {min(docs, n_docs):,} docs, evaluate every {grid:,} pairs" if grid else f"{timeout / 60:.0f} min: ~{fits:.0f} trials"
+        f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
+        f"queries x {min(docs, n_docs):,} docs, evaluate every {grid:,} pairs" if grid else f"{timeout / 60:.0f} min: ~{n} trials"
     )
     if fits < WARN_TRIALS:
         plan.warnings.append(
-            f"only ~{fits:.0f} trials of ~{trial_seconds / 60:.1f} min fit in {timeout / 60:.0f} min "
+            f"only ~{n} trials of ~{trial_seconds / 60:.1f} min fit in {timeout / 60:.0f} min "
             f"({speed['train_pairs_per_s']:.0f} training pairs/s here); a longer --timeout or shorter trials search better"
         )
     return plan
