@@ -50,6 +50,11 @@ class SearchInterrupted(KeyboardInterrupt):
         self.failed = 0
 
 
+# the signals the running search received (its handler's record: a library may turn SearchInterrupted into a plain
+# KeyboardInterrupt on the way up)
+_received: list[int] = []
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[Callable[[], None]]:
     """Turn the first SIGINT/SIGTERM into :class:`SearchInterrupted`; ignore repeats while the search cleans up.
@@ -65,6 +70,7 @@ def _stop_on_signals() -> Iterator[Callable[[], None]]:
     def handler(signum, frame):
         for s in caught:
             signal.signal(s, signal.SIG_IGN)
+        _received.append(signum)
         raise SearchInterrupted(signum)
 
     def arm() -> None:
@@ -196,6 +202,7 @@ def run_search(options: SearchOptions, *, console=None, live: bool = True) -> Se
 
     SIGINT and SIGTERM raise :class:`SearchInterrupted` once this driver's running trials are marked FAIL.
     """
+    _received.clear()
     with _stop_on_signals() as arm:
         return _run_search(options, console=console, live=live, arm=arm)
 
@@ -248,8 +255,14 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
         exc.failed = coordinator.running()
         raise
     except KeyboardInterrupt:
-        reason = "interrupted by the user; rerun the search to resume"
-        raise
+        if not _received:
+            reason = "interrupted by the user; rerun the search to resume"
+            raise
+        # our handler's SearchInterrupted came back as a plain KeyboardInterrupt (a library caught and re-raised it)
+        interrupted = SearchInterrupted(_received[0])
+        reason = f"interrupted by {interrupted.name}; rerun the search to resume"
+        interrupted.failed = coordinator.running()
+        raise interrupted from None
     finally:
         coordinator.close(reason)
         runner.close()
