@@ -177,11 +177,8 @@ def ensure_ray(address: str | None, num_cpus: float | None = None) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     if address:
         kwargs["address"] = address
-    else:
-        # a local Ray serves this machine alone: it listens on loopback, not on the machine's network address
-        kwargs["_node_ip_address"] = "127.0.0.1"
-        if num_cpus:
-            kwargs["num_cpus"] = num_cpus
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
 
 

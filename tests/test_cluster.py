@@ -30,6 +30,11 @@ sampler: {type: random}
 """
 
 
+# `ray start --head` turns on token authentication (Ray 2.60): the nodes and every client present the token it keeps
+# in ~/.ray/auth_token, as a user's cluster would
+ENV = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,7 +43,7 @@ def _free_port() -> int:
 
 def _alive_nodes(address: str) -> int:
     code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
@@ -52,9 +57,8 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, *args: str) -> subprocess.Popen:
-        # both nodes on loopback: nothing of the test leaves this machine
-        cmd = ["ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cmd = ["ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args]
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -96,8 +100,7 @@ def search(cluster: Cluster, tmp_path: Path, tiny_model: Path, data: dict[str, P
         "--storage", f"sqlite:///{tmp_path}/two.db", "--ray-address", cluster.address, "--workers", "2",
         "--cpus-per-trial", "1", "--trials", str(trials),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_one_study_runs_on_both_nodes(cluster, tmp_path, tiny_model, toy_data):
