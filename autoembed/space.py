@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
+from autoembed.spaces import SPACES_DIR, resolve_space, shipped_spaces
 from autoembed.yamlio import line_table, load_yaml, plain
 
 __all__ = [
@@ -96,33 +97,6 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 DEFAULT_PRUNER = {"type": "median"}
 SAMPLERS = ("tpe", "random")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-# The spaces that ship with autoembed (package data); ``search_spaces/`` in a checkout links to the same files.
-SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-
-
-def shipped_spaces() -> list[str]:
-    """The names ``--space`` accepts without a path: default, training, icd10, tiny."""
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-
-
-def resolve_space(ref: str | Path) -> Path:
-    """The file a ``--space`` value means: a path to an existing file is that file; a bare name (``default``,
-    ``icd10.yaml``) or the old ``search_spaces/NAME.yaml`` missing from the current folder is the packaged space,
-    so the shipped spaces work from any folder."""
-    path = Path(ref)
-    if path.is_file():
-        return path
-    name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    bare = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "search_spaces")
-    if bare and (SPACES_DIR / f"{name}.yaml").is_file():
-        return SPACES_DIR / f"{name}.yaml"
-    raise AutoembedError(
-        f"no such space file, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
-        file=str(ref),
-        key="space",
-    )
-
 
 def _fail(message: str, *at: str) -> PydanticCustomError:
     """A failed check in autoembed's words, placed at pydantic's loc plus ``at``."""

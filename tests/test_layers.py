@@ -17,7 +17,7 @@ LAYERS = [
     {"training", "provenance"},
     {"model", "losses", "mining", "evaluation", "space", "study"}
     | {"techniques", "classification", "adversarial", "progressive", "augment", "export"},
-    {"data", "config", "yamlio", "errors", "fileio", "progress", "__init__"},
+    {"data", "config", "yamlio", "errors", "fileio", "progress", "spaces", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
