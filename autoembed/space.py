@@ -33,7 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, finalize
+from autoembed.config import SECTIONS, SHORT_NAMES, DataConfig, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
 from autoembed.spaces import SPACES_DIR, resolve_space, shipped_spaces
 from autoembed.yamlio import line_table, load_yaml, plain
@@ -45,41 +45,8 @@ __all__ = [
 
 DEFAULT_METRIC = "recall@10"
 
-# The config key a param sets when its spec names no ``target``.
-DEFAULT_TARGETS: dict[str, str] = {
-    "output_dim": "architecture.output_dim",
-    "attention_heads": "architecture.attention_heads",
-    "adapter_depth": "architecture.adapter_depth",
-    "adapter_width": "architecture.adapter_width",
-    "adapter_activation": "architecture.adapter_activation",
-    "pooling": "architecture.pooling",
-    "hidden_dropout": "architecture.hidden_dropout",
-    "attention_dropout": "architecture.attention_dropout",
-    "head_dropout": "architecture.head_dropout",
-    "loss": "loss.type",
-    "margin": "loss.margin",
-    "temperature": "loss.temperature",
-    "label_smoothing": "loss.label_smoothing",
-    "distance": "loss.distance",
-    "backbone_lr": "training.backbone_lr",
-    "head_lr": "training.head_lr",
-    "warmup_ratio": "training.warmup_ratio",
-    "weight_decay": "training.weight_decay",
-    "batch_size": "training.batch_size",
-    "epochs": "training.epochs",
-    "max_steps": "training.max_steps",
-    "freeze_layers": "training.freeze_layers",
-    "hard_negatives": "data.hard_negatives",
-    "classification_weight": "loss.classification_weight",
-    "adversarial_weight": "loss.adversarial_weight",
-    "unfreeze_head_pairs": "training.unfreeze_head_pairs",
-    "unfreeze_layer_pairs": "training.unfreeze_layer_pairs",
-    "layer_lr_decay": "training.layer_lr_decay",
-    "augment_delete_rate": "data.augment_delete_rate",
-    "augment_swap_rate": "data.augment_swap_rate",
-    "mining_max_score_ratio": "data.mining_max_score_ratio",
-    "mining_margin": "data.mining_margin",
-}
+# The config key a param sets when its spec names no ``target``: the keys' short names.
+DEFAULT_TARGETS = SHORT_NAMES
 
 HEADS_KEY = "architecture.attention_heads"
 PARAM_TYPES = ("float", "int", "categorical", "fixed")
