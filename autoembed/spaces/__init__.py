@@ -29,7 +29,7 @@ def resolve_space(ref: str | Path) -> Path:
     if bare and (SPACES_DIR / f"{name}.yaml").is_file():
         return SPACES_DIR / f"{name}.yaml"
     raise AutoembedError(
-        f"no such space file, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
+        f"file not found, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
         file=str(ref),
         key="space",
     )
