@@ -19,7 +19,7 @@ from pydantic import Field, StrictInt, ValidationError
 
 from autoembed.schema import Strict, fail, type_name
 
-__all__ = ["DEFAULT_PRUNER", "DEFAULT_SAMPLER", "PRUNERS", "SAMPLERS", "Sampler", "check_pruner", "make_pruner", "make_sampler"]
+__all__ = ["DEFAULT_PRUNER", "DEFAULT_SAMPLER", "PRUNERS", "SAMPLERS", "Pruner", "Sampler", "check_pruner", "make_pruner", "make_sampler"]
 
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
@@ -64,6 +64,10 @@ def check_pruner(spec: Any, at: tuple[str, ...] = ()) -> dict[str, Any]:
         name = next((n for n in out if n != "type" and n in str(exc)), None)
         raise fail(f"Optuna rejects this {kind} pruner: {exc}", *at, *[name] if name else []) from None
     return out
+
+
+# A pruner spec in a pydantic model: a mapping, checked by :func:`check_pruner`.
+Pruner = Annotated[dict[str, Any], pydantic.AfterValidator(check_pruner)]
 
 
 def _argument(value: Any, hint: Any, at: tuple[str, ...]) -> Any:

@@ -8,10 +8,11 @@ each branch apart. Attention heads are restricted to divisors of the backbone's 
 filtered before the distribution is made, so it is fixed for a given backbone); the projection ``output_dim``
 is clamped to its input width after sampling (:func:`autoembed.config.finalize`).
 
-pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union);
-what only autoembed knows is checked after it: targets and values against the config's own rules, params
-against each other, pruners against Optuna's signatures, starting points against the params. Every error
-names a place by its dotted path, and the line table of the loaded YAML gives its line.
+pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union; the
+models and their messages: :mod:`autoembed.schema`) and the pruner against Optuna's signatures
+(:mod:`autoembed.pruners`); what only autoembed knows is checked after it: targets and values against the
+config's own rules, params against each other, starting points against the params. Every error names a place
+by its dotted path, and the line table of the loaded YAML gives its line.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from autoembed.pruners import (
     DEFAULT_SAMPLER,
     PRUNERS,
     SAMPLERS,
+    Pruner,
     Sampler,
-    check_pruner,
     make_pruner,
     make_sampler,
 )
@@ -58,8 +59,9 @@ DEFAULT_TARGETS = SHORT_NAMES
 
 HEADS_KEY = "architecture.attention_heads"
 PARAM_TYPES = ("float", "int", "categorical", "fixed")
-CONDITION_OPS = ("in", "gt", "ge", "lt", "le")
+CONDITION_OPS = {"in": "is in", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}  # how a message says each
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
 
 class Condition(Strict):
     """``when:`` of a param: active only if an earlier param was sampled and its value passes the test."""
@@ -99,6 +101,9 @@ class Condition(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def __str__(self) -> str:
+        return f"{CONDITION_OPS[self.op]} {list(self.value) if self.op == 'in' else self.value}"
 
 
 class Param(Strict):
@@ -248,7 +253,7 @@ class SearchSpace(Strict):
     metric: str | None = None  # from_dict fills in the default
     params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] = {}
     fixed: dict[str, Any] = {}
-    pruner: Annotated[dict[str, Any], pydantic.AfterValidator(check_pruner)] = DEFAULT_PRUNER
+    pruner: Pruner = DEFAULT_PRUNER
     sampler: Sampler = DEFAULT_SAMPLER
     starting_points: Annotated[list[dict[str, Any]], pydantic.BeforeValidator(_points)] = []
     _file: str | None = pydantic.PrivateAttr(None)
@@ -322,20 +327,17 @@ class SearchSpace(Strict):
         return config
 
     def possible(self, target: str) -> list[Any]:
-        """Every value a fixed entry or a categorical/fixed param may give config key ``target``."""
+        """Every value a fixed entry or a categorical/fixed param may give config key ``target`` (not ranges)."""
         values = [self.fixed[target]] if target in self.fixed else []
         for p in self.params.values():
-            if p.target == target:
-                values.extend([p.value] if p.type == "fixed" else list(p.choices or ()))
+            if p.target == target and p.type in ("fixed", "categorical"):
+                values.extend([p.value] if p.type == "fixed" else p.choices)
         return values
 
     def largest(self, target: str) -> Any:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
-        values = [self.fixed[target]] if target in self.fixed else []
-        for p in self.params.values():
-            if p.target == target:
-                values.extend([p.value] if p.type == "fixed" else p.choices if p.type == "categorical" else [p.high])
-        values = [v for v in values if v is not None]
+        highs = [p.high for p in self.params.values() if p.target == target and p.type in ("float", "int")]
+        values = [v for v in [*self.possible(target), *highs] if v is not None]
         return max(values) if values else None
 
     def starting_params(self, *, hidden_size: int) -> list[dict[str, Any]]:
@@ -401,7 +403,7 @@ class SearchSpace(Strict):
                 raise self._error(msg, path)
             if not active:
                 has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
-                msg = f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}"
+                msg = f"is only sampled when {parent} {param.when}, but this starting point {has}"
                 raise self._error(msg, path)
             if not param.contains(value):
                 msg = f"{value!r} is outside the param's distribution {param.describe()}"
@@ -435,7 +437,7 @@ class SearchSpace(Strict):
 
 class _Checks:
     """What pydantic cannot check: targets and values against the config's rules, params against each other,
-    the pruner against Optuna, starting points against the params. Fills in what the file leaves out."""
+    starting points against the params. Fills in what the file leaves out."""
 
     def __init__(self, space: SearchSpace, data: Any):
         self.space, self.data = space, data
@@ -498,28 +500,22 @@ class _Checks:
         path = f"params.{name}"
         param._name, param._file = name, self.space.file
         param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.space.lines.get(path)}
-        raw = self.data["params"][name]
-        if isinstance(raw, Mapping) and "target" in raw and raw["target"] is None:
-            if param.type != "categorical":
-                raise self.err(f"a gate ('target: null') must be categorical, got type {param.type!r}", f"{path}.target")
-            for i, c in enumerate(param.choices):
-                if any(_same(c, d) for d in param.choices[:i]):
-                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
-            if param.when is not None:
-                self.when(param.when, f"{path}.when", earlier)
-            return param
-        if param.target is None:
+        gate = param.target is None and "target" in param.model_fields_set  # the file says ``target: null``
+        if gate and param.type != "categorical":
+            raise self.err(f"a gate ('target: null') must be categorical, got type {param.type!r}", f"{path}.target")
+        if param.target is None and not gate:
             param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
             if param.target is None:
                 hint = "set 'target' to the config key it tunes (e.g. training.batch_size). Names with a default"
                 raise self.err(f"has no default target; {hint}: {', '.join(DEFAULT_TARGETS)}", path)
-        target = self.config_key(param.target, f"{path}.target")
+        target = None if gate else self.config_key(param.target, f"{path}.target")
         if param.type == "categorical":
             param.choices = tuple(_coerce(c, target) for c in param.choices)
             for i, c in enumerate(param.choices):
                 if any(_same(c, d) for d in param.choices[:i]):
                     raise self.err(f"{c!r} is listed twice", f"{path}.choices")
-                self.check_value(target, c, f"{path}.choices")
+                if not gate:
+                    self.check_value(target, c, f"{path}.choices")
         elif param.type == "fixed":
             param.value = _coerce(plain(param.value), target)
             self.check_value(target, param.value, f"{path}.value")
@@ -553,21 +549,21 @@ class _Checks:
         optuna_names: dict[str, str] = {}
         for param in self.space.params.values():
             path = f"params.{param.name}"
-            by_target_skip = param.target is None  # a gate sets no key
-            if not by_target_skip and param.target in self.space.fixed and param.when is None:
-                msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
-                raise self.err(f"sets {param.target}, {msg}", path)
-            other = None if by_target_skip else by_target.get(param.target)
-            if other is not None and not _exclusive(param, other):
-                msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
-                raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
-            if not by_target_skip:
+            if param.target is not None:  # a gate sets no key
+                if param.target in self.space.fixed and param.when is None:
+                    msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
+                    raise self.err(f"sets {param.target}, {msg}", path)
+                other = by_target.get(param.target)
+                if other is not None and not _exclusive(param, other):
+                    msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
+                    raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
                 by_target[param.target] = param
             for name in param.optuna_names():
                 clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
                 if clash:
                     raise self.err(f"its Optuna name {name!r} clashes with param {clash!r}; rename one of them", path)
                 optuna_names[name] = param.name
+
 
 # How errors name the ``type``-tagged unions of a space file.
 _UNIONS = {"params": ("type", PARAM_TYPES), "sampler": ("sampler", SAMPLERS)}
@@ -589,12 +585,6 @@ def _exclusive(a: Param, b: Param) -> bool:
     if a.when is None or b.when is None or a.when.param != b.when.param or a.when.op != "in" or b.when.op != "in":
         return False
     return not any(_same(x, y) for x in a.when.value for y in b.when.value)
-
-
-def _describe_condition(cond: Condition) -> str:
-    if cond.op == "in":
-        return f"is in {list(cond.value)}"
-    return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[cond.op] + f" {cond.value}"
 
 
 def _same(a: Any, b: Any) -> bool:
