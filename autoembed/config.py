@@ -473,6 +473,43 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     data.setdefault(section, {})[name] = value
 
 
+# Short names for the keys a search tunes most, so a space's param named ``batch_size`` needs no ``target``.
+SHORT_NAMES: dict[str, str] = {
+    "output_dim": "architecture.output_dim",
+    "attention_heads": "architecture.attention_heads",
+    "adapter_depth": "architecture.adapter_depth",
+    "adapter_width": "architecture.adapter_width",
+    "adapter_activation": "architecture.adapter_activation",
+    "pooling": "architecture.pooling",
+    "hidden_dropout": "architecture.hidden_dropout",
+    "attention_dropout": "architecture.attention_dropout",
+    "head_dropout": "architecture.head_dropout",
+    "loss": "loss.type",
+    "margin": "loss.margin",
+    "temperature": "loss.temperature",
+    "label_smoothing": "loss.label_smoothing",
+    "distance": "loss.distance",
+    "backbone_lr": "training.backbone_lr",
+    "head_lr": "training.head_lr",
+    "warmup_ratio": "training.warmup_ratio",
+    "weight_decay": "training.weight_decay",
+    "batch_size": "training.batch_size",
+    "epochs": "training.epochs",
+    "max_steps": "training.max_steps",
+    "freeze_layers": "training.freeze_layers",
+    "hard_negatives": "data.hard_negatives",
+    "classification_weight": "loss.classification_weight",
+    "adversarial_weight": "loss.adversarial_weight",
+    "unfreeze_head_pairs": "training.unfreeze_head_pairs",
+    "unfreeze_layer_pairs": "training.unfreeze_layer_pairs",
+    "layer_lr_decay": "training.layer_lr_decay",
+    "augment_delete_rate": "data.augment_delete_rate",
+    "augment_swap_rate": "data.augment_swap_rate",
+    "mining_max_score_ratio": "data.mining_max_score_ratio",
+    "mining_margin": "data.mining_margin",
+}
+
+
 def config_keys() -> list[str]:
     """Every dotted key a config has, e.g. ``training.batch_size``."""
     return ["model"] + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]

@@ -8,21 +8,20 @@ each branch apart. Attention heads are restricted to divisors of the backbone's 
 filtered before the distribution is made, so it is fixed for a given backbone); the projection ``output_dim``
 is clamped to its input width after sampling (:func:`autoembed.config.finalize`).
 
-pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union);
-what only autoembed knows is checked after it: targets and values against the config's own rules, params
-against each other, pruners against Optuna's signatures, starting points against the params. Every error
-names a place by its dotted path, and the line table of the loaded YAML gives its line.
+pydantic checks the shape of each mapping (unknown keys, types, ranges, the ``type``-keyed param union; the
+models and their messages: :mod:`autoembed.schema`) and the pruner against Optuna's signatures
+(:mod:`autoembed.pruners`); what only autoembed knows is checked after it: targets and values against the
+config's own rules, params against each other, starting points against the params. Every error names a place
+by its dotted path, and the line table of the loaded YAML gives its line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 import math
+import operator
 import re
-import typing
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,11 +29,22 @@ from typing import Annotated, Any, ClassVar, Literal
 import optuna
 import pydantic
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, StrictBool, StrictInt, ValidationError, model_validator
 
-from autoembed.config import SECTIONS, DataConfig, TrialConfig, config_keys, finalize
+from autoembed.config import SECTIONS, SHORT_NAMES, DataConfig, TrialConfig, config_keys, finalize
 from autoembed.errors import AutoembedError
+from autoembed.pruners import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    PRUNERS,
+    SAMPLERS,
+    Pruner,
+    Sampler,
+    make_pruner,
+    make_sampler,
+)
+from autoembed.schema import Number, Strict, error_at, fail, located, type_name
+from autoembed.spaces import SPACES_DIR, resolve_space, shipped_spaces
 from autoembed.yamlio import line_table, load_yaml, plain
 
 __all__ = [
@@ -44,122 +54,30 @@ __all__ = [
 
 DEFAULT_METRIC = "recall@10"
 
-# The config key a param sets when its spec names no ``target``.
-DEFAULT_TARGETS: dict[str, str] = {
-    "output_dim": "architecture.output_dim",
-    "attention_heads": "architecture.attention_heads",
-    "adapter_depth": "architecture.adapter_depth",
-    "adapter_width": "architecture.adapter_width",
-    "adapter_activation": "architecture.adapter_activation",
-    "pooling": "architecture.pooling",
-    "hidden_dropout": "architecture.hidden_dropout",
-    "attention_dropout": "architecture.attention_dropout",
-    "head_dropout": "architecture.head_dropout",
-    "loss": "loss.type",
-    "margin": "loss.margin",
-    "temperature": "loss.temperature",
-    "label_smoothing": "loss.label_smoothing",
-    "distance": "loss.distance",
-    "backbone_lr": "training.backbone_lr",
-    "head_lr": "training.head_lr",
-    "warmup_ratio": "training.warmup_ratio",
-    "weight_decay": "training.weight_decay",
-    "batch_size": "training.batch_size",
-    "epochs": "training.epochs",
-    "max_steps": "training.max_steps",
-    "freeze_layers": "training.freeze_layers",
-    "hard_negatives": "data.hard_negatives",
-    "classification_weight": "loss.classification_weight",
-    "adversarial_weight": "loss.adversarial_weight",
-    "unfreeze_head_pairs": "training.unfreeze_head_pairs",
-    "unfreeze_layer_pairs": "training.unfreeze_layer_pairs",
-    "layer_lr_decay": "training.layer_lr_decay",
-    "augment_delete_rate": "data.augment_delete_rate",
-    "augment_swap_rate": "data.augment_swap_rate",
-    "mining_max_score_ratio": "data.mining_max_score_ratio",
-    "mining_margin": "data.mining_margin",
-}
+# The config key a param sets when its spec names no ``target``: the keys' short names.
+DEFAULT_TARGETS = SHORT_NAMES
 
 HEADS_KEY = "architecture.attention_heads"
 PARAM_TYPES = ("float", "int", "categorical", "fixed")
-CONDITION_OPS = ("in", "gt", "ge", "lt", "le")
-PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "patient": optuna.pruners.PatientPruner,
-    "wilcoxon": optuna.pruners.WilcoxonPruner,
-    "none": optuna.pruners.NopPruner,
-}
-DEFAULT_PRUNER = {"type": "median"}
-SAMPLERS = ("tpe", "random")
+CONDITION_OPS = {"in": "is in", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}  # how a message says each
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
-# The spaces that ship with autoembed (package data); ``search_spaces/`` in a checkout links to the same files.
-SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
-
-def shipped_spaces() -> list[str]:
-    """The names ``--space`` accepts without a path: default, training, icd10, tiny."""
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-
-
-def resolve_space(ref: str | Path) -> Path:
-    """The file a ``--space`` value means: a path to an existing file is that file; a bare name (``default``,
-    ``icd10.yaml``) or the old ``search_spaces/NAME.yaml`` missing from the current folder is the packaged space,
-    so the shipped spaces work from any folder."""
-    path = Path(ref)
-    if path.is_file():
-        return path
-    name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    bare = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "search_spaces")
-    if bare and (SPACES_DIR / f"{name}.yaml").is_file():
-        return SPACES_DIR / f"{name}.yaml"
-    raise AutoembedError(
-        f"file not found, and {str(ref)!r} names no shipped space; give a YAML path or one of: {', '.join(shipped_spaces())}",
-        file=str(ref),
-        key="space",
-    )
-
-
-def _fail(message: str, *at: str) -> PydanticCustomError:
-    """A failed check in autoembed's words, placed at pydantic's loc plus ``at``."""
-    return PydanticCustomError("autoembed", "{message}", {"message": message, "at": at})
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):  # pydantic would read true as 1.0
-        raise PydanticCustomError("float_type", "not a number")
-    return value
-
-
-_Number = Annotated[float, pydantic.BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
-
-
-class _Strict(BaseModel):
-    """One mapping of a space file: unknown keys are errors; ``what`` names the mapping in messages."""
-
-    model_config = ConfigDict(extra="forbid")
-    what: ClassVar[str]
-
-
-class Condition(_Strict):
+class Condition(Strict):
     """``when:`` of a param: active only if an earlier param was sampled and its value passes the test."""
 
     what: ClassVar[str] = "a condition"
     param: str
     in_: tuple[Any, ...] | None = Field(None, alias="in", min_length=1)
-    gt: _Number | None = None
-    ge: _Number | None = None
-    lt: _Number | None = None
-    le: _Number | None = None
+    gt: Number | None = None
+    ge: Number | None = None
+    lt: Number | None = None
+    le: Number | None = None
 
     @model_validator(mode="after")
     def _one_test(self) -> Condition:
         if len(tests := [k for k in self.to_dict() if k != "param"]) != 1:
-            raise _fail(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {tests or 'none'}")
+            raise fail(f"needs exactly one of {', '.join(CONDITION_OPS)}, got {tests or 'none'}")
         return self
 
     @property
@@ -179,15 +97,16 @@ class Condition(_Strict):
         v = values[self.param]
         if self.op == "in":
             return any(_same(v, c) for c in self.value)
-        if not _is_number(v):
-            return False
-        return {"gt": v > self.value, "ge": v >= self.value, "lt": v < self.value, "le": v <= self.value}[self.op]
+        return _is_number(v) and getattr(operator, self.op)(v, self.value)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def __str__(self) -> str:
+        return f"{CONDITION_OPS[self.op]} {list(self.value) if self.op == 'in' else self.value}"
 
-class Param(_Strict):
+
+class Param(Strict):
     """One entry of ``params``: a distribution (or a fixed value) for one config key; a subclass per ``type``."""
 
     type: str
@@ -276,22 +195,22 @@ class _Range(Param):
     def _range(self) -> _Range:
         low, high, step = self.low, self.high, self.step
         if step is not None and self.log:
-            raise _fail("cannot be combined with log: true (Optuna samples a log range without steps)", "step")
+            raise fail("cannot be combined with log: true (Optuna samples a log range without steps)", "step")
         if low > high:
-            raise _fail(f"must be <= high ({high!r}), got low={low!r}", "low")
+            raise fail(f"must be <= high ({high!r}), got low={low!r}", "low")
         if self.log and low <= 0:
-            raise _fail(f"must be > 0 with log: true, got {low!r}", "low")
+            raise fail(f"must be > 0 with log: true, got {low!r}", "low")
         if step is not None and not math.isclose(k := (high - low) / step, round(k), abs_tol=1e-8):
-            raise _fail(f"high - low ({high - low!r}) must be a multiple of step ({step!r})", "step")
+            raise fail(f"high - low ({high - low!r}) must be a multiple of step ({step!r})", "step")
         return self
 
 
 class _Float(_Range):
     what: ClassVar[str] = "a float param"
     type: Literal["float"]
-    low: _Number
-    high: _Number
-    step: _Number | None = Field(None, gt=0)
+    low: Number
+    high: Number
+    step: Number | None = Field(None, gt=0)
 
 
 class _Int(_Range):
@@ -305,7 +224,7 @@ class _Int(_Range):
 def _scalar(choice: Any) -> Any:
     if choice is None or isinstance(choice, (bool, int, float, str)):
         return choice
-    raise _fail(f"each choice must be null, a bool, a number or a string, got {_type_name(choice)} {choice!r}")
+    raise fail(f"each choice must be null, a bool, a number or a string, got {type_name(choice)} {choice!r}")
 
 
 class _Categorical(Param):
@@ -320,18 +239,13 @@ class _Fixed(Param):
     value: Any
 
 
-class _Tpe(_Strict):
-    what: ClassVar[str] = "a tpe sampler"
-    type: Literal["tpe"]
-    n_startup_trials: StrictInt | None = Field(None, ge=0)
+def _points(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise fail(f"must be a list of mappings, got {type_name(value)} {value!r}")
+    return value
 
 
-class _Random(_Strict):
-    what: ClassVar[str] = "a random sampler"
-    type: Literal["random"]
-
-
-class SearchSpace(_Strict):
+class SearchSpace(Strict):
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
 
     what: ClassVar[str] = "a search space"
@@ -339,9 +253,9 @@ class SearchSpace(_Strict):
     metric: str | None = None  # from_dict fills in the default
     params: dict[str, Annotated[_Float | _Int | _Categorical | _Fixed, Field(discriminator="type")]] = {}
     fixed: dict[str, Any] = {}
-    pruner: dict[str, Any] = DEFAULT_PRUNER  # checked against Optuna's signatures by from_dict
-    sampler: Annotated[_Tpe | _Random, Field(discriminator="type")] = _Tpe(type="tpe")
-    starting_points: list[dict[str, Any]] = []
+    pruner: Pruner = DEFAULT_PRUNER
+    sampler: Sampler = DEFAULT_SAMPLER
+    starting_points: Annotated[list[dict[str, Any]], pydantic.BeforeValidator(_points)] = []
     _file: str | None = pydantic.PrivateAttr(None)
     # Line of each key in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
     _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)
@@ -358,13 +272,13 @@ class SearchSpace(_Strict):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> SearchSpace:
         """Parse and validate a space; every mistake is an :class:`AutoembedError` naming file, line and key."""
-        lines = line_table(data)
+        file, lines = getattr(data, "file", None) or file, line_table(data)
         try:
             # A key left empty (``fixed:`` with every entry commented out) is as if absent.
             space = cls.model_validate({k: v for k, v in data.items() if v is not None})
         except ValidationError as exc:
-            raise _error(getattr(data, "file", None) or file, lines, *_explain(exc, data)) from None
-        space._file, space._lines = getattr(data, "file", None) or file, lines
+            raise located(exc, data, file=file, lines=lines, unions=_UNIONS) from None
+        space._file, space._lines = file, lines
         _Checks(space, data).run()
         return space
 
@@ -413,20 +327,17 @@ class SearchSpace(_Strict):
         return config
 
     def possible(self, target: str) -> list[Any]:
-        """Every value a fixed entry or a categorical/fixed param may give config key ``target``."""
+        """Every value a fixed entry or a categorical/fixed param may give config key ``target`` (not ranges)."""
         values = [self.fixed[target]] if target in self.fixed else []
         for p in self.params.values():
-            if p.target == target:
-                values.extend([p.value] if p.type == "fixed" else list(p.choices or ()))
+            if p.target == target and p.type in ("fixed", "categorical"):
+                values.extend([p.value] if p.type == "fixed" else p.choices)
         return values
 
     def largest(self, target: str) -> Any:
         """The largest value any trial may give config key ``target`` (fixed, ranges, choices); None if none sets it."""
-        values = [self.fixed[target]] if target in self.fixed else []
-        for p in self.params.values():
-            if p.target == target:
-                values.extend([p.value] if p.type == "fixed" else p.choices if p.type == "categorical" else [p.high])
-        values = [v for v in values if v is not None]
+        highs = [p.high for p in self.params.values() if p.target == target and p.type in ("float", "int")]
+        values = [v for v in [*self.possible(target), *highs] if v is not None]
         return max(values) if values else None
 
     def starting_params(self, *, hidden_size: int) -> list[dict[str, Any]]:
@@ -440,9 +351,7 @@ class SearchSpace(_Strict):
             for param, value, optuna_name in self._resolve(point, f"starting_points[{i}]"):
                 dist = param.distribution(hidden_size=hidden_size)
                 if isinstance(dist, CategoricalDistribution) and not any(_same(value, c) for c in dist.choices):
-                    raise _error(
-                        self.file,
-                        self.lines,
+                    raise self._error(
                         f"{value!r} is not possible with this backbone (hidden size {hidden_size}); "
                         f"expected one of {list(dist.choices)}",
                         f"starting_points[{i}].{param.name}",
@@ -452,19 +361,11 @@ class SearchSpace(_Strict):
         return out
 
     def build_pruner(self) -> optuna.pruners.BasePruner:
-        return _make_pruner(self.pruner)
+        return make_pruner(self.pruner)
 
     def build_sampler(self, *, seed: int | None, n_workers: int) -> optuna.samplers.BaseSampler:
         """TPE (multivariate; grouped when params are conditional; constant liar with parallel workers) or random."""
-        if self.sampler.type == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        kwargs = self.sampler.model_dump(exclude={"type"}, exclude_none=True)
-        with warnings.catch_warnings():
-            # ``group`` is marked experimental; it is what keeps conditional branches apart.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=self.conditional, constant_liar=n_workers > 1, **kwargs
-            )
+        return make_sampler(self.sampler, seed=seed, n_workers=n_workers, group=self.conditional)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary for provenance and dashboards."""
@@ -499,18 +400,21 @@ class SearchSpace(_Strict):
             value = point[param.name]
             if parent in unknown:
                 msg = f"{param.name!r} depends on {parent!r}; set {parent!r} in this starting point too"
-                raise _error(self.file, self.lines, msg, path)
+                raise self._error(msg, path)
             if not active:
                 has = f"has {parent}={known[parent]!r}" if parent in known else f"leaves {parent!r} inactive"
-                msg = f"is only sampled when {parent} {_describe_condition(param.when)}, but this starting point {has}"
-                raise _error(self.file, self.lines, msg, path)
+                msg = f"is only sampled when {parent} {param.when}, but this starting point {has}"
+                raise self._error(msg, path)
             if not param.contains(value):
                 msg = f"{value!r} is outside the param's distribution {param.describe()}"
-                raise _error(self.file, self.lines, msg, path)
+                raise self._error(msg, path)
             known[param.name] = value
             if param.type != "fixed":
                 out.append((param, value, param.optuna_name(known)))
         return out
+
+    def _error(self, message: str, path: str) -> AutoembedError:
+        return error_at(self.file, self.lines, message, path)
 
     def _apply(self, base: TrialConfig, updates: dict[str, Any]) -> TrialConfig:
         try:
@@ -533,7 +437,7 @@ class SearchSpace(_Strict):
 
 class _Checks:
     """What pydantic cannot check: targets and values against the config's rules, params against each other,
-    the pruner against Optuna, starting points against the params. Fills in what the file leaves out."""
+    starting points against the params. Fills in what the file leaves out."""
 
     def __init__(self, space: SearchSpace, data: Any):
         self.space, self.data = space, data
@@ -541,7 +445,7 @@ class _Checks:
         self.probe = TrialConfig(model="base-model", data=DataConfig(train="train.jsonl"))
 
     def err(self, message: str, path: str) -> AutoembedError:
-        return _error(self.space.file, self.space.lines, message, path)
+        return self.space._error(message, path)
 
     def run(self) -> None:
         space = self.space
@@ -566,7 +470,6 @@ class _Checks:
                 raise self.err(f"a param name must be letters, digits, '_' or '.', got {name!r}", f"params.{name}")
             earlier[name] = self.param(name, param, earlier)
         self.targets()
-        space.pruner = self.pruner(space.pruner, "pruner")
         for i, point in enumerate(space.starting_points):
             prefix = f"starting_points[{i}]"
             for key in point:
@@ -597,28 +500,22 @@ class _Checks:
         path = f"params.{name}"
         param._name, param._file = name, self.space.file
         param._lines = {**getattr(self.data["params"][name], "lines", {}), "": self.space.lines.get(path)}
-        raw = self.data["params"][name]
-        if isinstance(raw, Mapping) and "target" in raw and raw["target"] is None:
-            if param.type != "categorical":
-                raise self.err(f"a gate ('target: null') must be categorical, got type {param.type!r}", f"{path}.target")
-            for i, c in enumerate(param.choices):
-                if any(_same(c, d) for d in param.choices[:i]):
-                    raise self.err(f"{c!r} is listed twice", f"{path}.choices")
-            if param.when is not None:
-                self.when(param.when, f"{path}.when", earlier)
-            return param
-        if param.target is None:
+        gate = param.target is None and "target" in param.model_fields_set  # the file says ``target: null``
+        if gate and param.type != "categorical":
+            raise self.err(f"a gate ('target: null') must be categorical, got type {param.type!r}", f"{path}.target")
+        if param.target is None and not gate:
             param.target = DEFAULT_TARGETS.get(name, name if name in config_keys() else None)
             if param.target is None:
                 hint = "set 'target' to the config key it tunes (e.g. training.batch_size). Names with a default"
                 raise self.err(f"has no default target; {hint}: {', '.join(DEFAULT_TARGETS)}", path)
-        target = self.config_key(param.target, f"{path}.target")
+        target = None if gate else self.config_key(param.target, f"{path}.target")
         if param.type == "categorical":
             param.choices = tuple(_coerce(c, target) for c in param.choices)
             for i, c in enumerate(param.choices):
                 if any(_same(c, d) for d in param.choices[:i]):
                     raise self.err(f"{c!r} is listed twice", f"{path}.choices")
-                self.check_value(target, c, f"{path}.choices")
+                if not gate:
+                    self.check_value(target, c, f"{path}.choices")
         elif param.type == "fixed":
             param.value = _coerce(plain(param.value), target)
             self.check_value(target, param.value, f"{path}.value")
@@ -652,15 +549,14 @@ class _Checks:
         optuna_names: dict[str, str] = {}
         for param in self.space.params.values():
             path = f"params.{param.name}"
-            by_target_skip = param.target is None  # a gate sets no key
-            if not by_target_skip and param.target in self.space.fixed and param.when is None:
-                msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
-                raise self.err(f"sets {param.target}, {msg}", path)
-            other = None if by_target_skip else by_target.get(param.target)
-            if other is not None and not _exclusive(param, other):
-                msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
-                raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
-            if not by_target_skip:
+            if param.target is not None:  # a gate sets no key
+                if param.target in self.space.fixed and param.when is None:
+                    msg = "which 'fixed' also sets; a param without 'when' always overrides it. Remove one of them"
+                    raise self.err(f"sets {param.target}, {msg}", path)
+                other = by_target.get(param.target)
+                if other is not None and not _exclusive(param, other):
+                    msg = "two params may share a target only when their 'when: {param: X, in: [...]}' lists are disjoint"
+                    raise self.err(f"sets {param.target}, like param {other.name!r}; {msg}", path)
                 by_target[param.target] = param
             for name in param.optuna_names():
                 clash = optuna_names.get(name) or (name if name in self.space.params and name != param.name else None)
@@ -668,117 +564,9 @@ class _Checks:
                     raise self.err(f"its Optuna name {name!r} clashes with param {clash!r}; rename one of them", path)
                 optuna_names[name] = param.name
 
-    def pruner(self, spec: Any, path: str) -> dict[str, Any]:
-        """A pruner's arguments, checked against the signature of its Optuna class, then by Optuna itself."""
-        if not isinstance(spec, Mapping):
-            raise self.err(f"must be a mapping, got {_type_name(spec)} {spec!r}", path)
-        kind = spec.get("type")
-        if kind not in PRUNERS:
-            raise self.err(f"unknown pruner {kind!r}; expected one of: {', '.join(PRUNERS)}", f"{path}.type")
-        init = PRUNERS[kind].__init__
-        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        signature = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self" and p.kind not in skip}
-        allowed = ("type", *signature)
-        if signature.pop("wrapped_pruner", None):  # PatientPruner: the wrapped pruner is a spec of its own
-            allowed = ("type", "wrapped", *signature)
-        for key in spec:
-            if key not in allowed:
-                msg = f"unknown key {key!r} in a {kind} pruner; expected one of: {', '.join(allowed)}"
-                raise self.err(msg, f"{path}.{key}")
-        out: dict[str, Any] = {"type": kind}
-        for name, param in signature.items():
-            if name in spec:
-                out[name] = self.pruner_arg(spec[name], typing.get_type_hints(init)[name], f"{path}.{name}")
-            elif param.default is inspect.Parameter.empty:
-                raise self.err(f"a {kind} pruner needs {name!r}", f"{path}.{name}")
-        if "wrapped" in spec:
-            out["wrapped"] = self.pruner(spec["wrapped"], f"{path}.wrapped")
-        try:
-            _make_pruner(out)
-        except (ValueError, TypeError) as exc:
-            name = next((n for n in out if n != "type" and n in str(exc)), None)
-            raise self.err(f"Optuna rejects this {kind} pruner: {exc}", f"{path}.{name}" if name else path) from None
-        return out
 
-    def pruner_arg(self, value: Any, hint: Any, path: str) -> Any:
-        types = typing.get_args(hint) or (hint,)
-        try:
-            if isinstance(value, bool) and bool not in types:  # pydantic would read true as 1
-                raise ValueError
-            return pydantic.TypeAdapter(hint).validate_python(value)
-        except (ValueError, ValidationError):
-            expected = " or ".join(sorted("null" if t is type(None) else t.__name__ for t in types))
-            raise self.err(f"must be {expected}, got {_type_name(value)} {value!r}", path) from None
-
-
-# --- errors: pydantic's loc as the file's dotted path and line -------------------------------------------
-
-# The model behind an error's loc, by the loc's part before the key: a union tag, "when", or none (the top).
-_MODELS: dict[str, type[_Strict]] = {"": SearchSpace, "when": Condition, "tpe": _Tpe, "random": _Random}
-_MODELS.update({"float": _Float, "int": _Int, "categorical": _Categorical, "fixed": _Fixed})
-_TAGS = {"params": PARAM_TYPES, "sampler": SAMPLERS}
-# What a failed pydantic check says; a type mismatch also names the type it got.
-_SAYS = {
-    "int_type": "must be an int",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list",
-    "tuple_type": "must be a list",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "too_short": "must not be empty",
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be an int >= {ge}",  # only counts have a lower bound
-}
-
-
-def _explain(exc: ValidationError, data: Any) -> tuple[str, str]:
-    """The message and dotted path of the first error, an unknown key before the rest (it explains the rest)."""
-    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx", {})
-    path, model = _path(data, loc), _MODELS.get(str(loc[-2]) if len(loc) > 1 else "")
-    if kind == "autoembed":
-        return ctx["message"], ".".join([path, *ctx["at"]]).strip(".")
-    if kind == "extra_forbidden" and model:
-        allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
-        return f"unknown key {loc[-1]!r} in {model.what}; expected one of: {allowed}", path
-    if kind == "missing" and model:
-        return f"{model.what} needs {loc[-1]!r}", _path(data, loc[:-1])
-    if kind == "union_tag_not_found":
-        return f"is missing 'type'; expected one of: {', '.join(_TAGS[loc[0]])}", path
-    if kind == "union_tag_invalid":
-        word = "type" if loc[0] == "params" else loc[0]
-        return f"unknown {word} {ctx['tag']!r}; expected one of: {', '.join(_TAGS[loc[0]])}", f"{path}.type"
-    says = _SAYS.get(kind, error["msg"][:1].lower() + error["msg"][1:]).format(**ctx)
-    if path == "starting_points" and kind == "list_type":
-        says += " of mappings"
-    got = f"{_type_name(value)} {value!r}" if kind.endswith(("_type", "_parsing")) else repr(value)
-    return f"{says}, got {got}", path
-
-
-def _path(data: Any, loc: tuple[Any, ...]) -> str:
-    """Pydantic's loc as a dotted path through the file, without the union tags pydantic adds."""
-    path, node = "", data
-    for part in loc:
-        if isinstance(node, list) and isinstance(part, int):
-            path, node = f"{path}[{part}]", node[part] if part < len(node) else None
-        elif isinstance(node, Mapping) and part not in node and part == node.get("type"):
-            continue
-        else:
-            path, node = f"{path}.{part}".lstrip("."), node.get(part) if isinstance(node, Mapping) else None
-    return path
-
-
-def _error(file: str | None, lines: dict[str, int], message: str, path: str) -> AutoembedError:
-    """The error at ``path``, on the line of the nearest key along it that the file has."""
-    key = path
-    while key and key not in lines:
-        key = key[: max(key.rfind("."), key.rfind("["), 0)]
-    return AutoembedError(message, file=file, line=lines.get(key), key=path or None)
+# How errors name the ``type``-tagged unions of a space file.
+_UNIONS = {"params": ("type", PARAM_TYPES), "sampler": ("sampler", SAMPLERS)}
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -793,31 +581,10 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def _make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
-    kwargs = {k: v for k, v in spec.items() if k not in ("type", "wrapped")}
-    cls = PRUNERS[spec["type"]]
-    if cls is optuna.pruners.PatientPruner:
-        wrapped = spec.get("wrapped")
-        kwargs["wrapped_pruner"] = _make_pruner(wrapped) if wrapped is not None else None
-    if cls in (optuna.pruners.MedianPruner, optuna.pruners.PercentilePruner) and "n_warmup_steps" in kwargs:
-        # "skip the first N" means N itself is not judged either; Optuna's pruners judge from step N on
-        kwargs["n_warmup_steps"] = kwargs["n_warmup_steps"] + 1
-    with warnings.catch_warnings():
-        # PatientPruner and WilcoxonPruner are marked experimental; choosing one in the file is the opt-in.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(**kwargs)
-
-
 def _exclusive(a: Param, b: Param) -> bool:
     if a.when is None or b.when is None or a.when.param != b.when.param or a.when.op != "in" or b.when.op != "in":
         return False
     return not any(_same(x, y) for x in a.when.value for y in b.when.value)
-
-
-def _describe_condition(cond: Condition) -> str:
-    if cond.op == "in":
-        return f"is in {list(cond.value)}"
-    return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[cond.op] + f" {cond.value}"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -848,7 +615,3 @@ def _coerce(value: Any, target: str | None) -> Any:
         with contextlib.suppress(TypeError, ValueError):
             return float(value)
     return value
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__

@@ -15,9 +15,9 @@ LAYERS = [
     {"search", "recipe", "dashboard", "evaluate", "examples"},
     {"trials", "raytune", "runs", "plan"},
     {"training", "provenance"},
-    {"model", "losses", "mining", "evaluation", "space", "study"}
+    {"model", "losses", "mining", "evaluation", "space", "pruners", "study"}
     | {"techniques", "classification", "adversarial", "progressive", "augment", "export"},
-    {"data", "config", "yamlio", "errors", "fileio", "progress", "__init__"},
+    {"data", "config", "yamlio", "errors", "fileio", "progress", "spaces", "schema", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -250,6 +250,17 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
     assert space.starting_params(hidden_size=32) == [{"backbone_lr": 5e-5}]
 
 
+def test_possible_lists_fixed_values_and_choices_and_largest_also_reads_ranges(tmp_path):
+    space = SearchSpace.from_yaml_file(write(tmp_path, (
+        "params:\n  max_steps: {type: int, low: 10, high: 40}\n  batch_size: {type: categorical, choices: [8, 16]}\n"
+        "fixed:\n  data.hard_negatives: 2\n"
+    )))
+    assert space.possible("training.max_steps") == [] and space.largest("training.max_steps") == 40
+    assert space.possible("training.batch_size") == [8, 16] and space.largest("training.batch_size") == 16
+    assert space.possible("data.hard_negatives") == [2] and space.largest("data.hard_negatives") == 2
+    assert space.possible("training.epochs") == [] and space.largest("training.epochs") is None
+
+
 def test_describe_is_json():
     for file, _ in SHIPPED:
         summary = SearchSpace.from_yaml_file(SPACES / file).describe()
