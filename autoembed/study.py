@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import TrialState
 
 from autoembed.errors import AutoembedError
@@ -72,16 +73,90 @@ def storage_folder(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]).parent if url.startswith("sqlite:///") else None
 
 
-def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's SQLAlchemy storage on ``url``, with heartbeats; SQLite files get their folder created."""
+class StudyCache(_CachedStorage):
+    """Optuna's cache of an RDB study, refreshed by what changed instead of by every unfinished trial in full.
+
+    Optuna's ``_CachedStorage`` keeps finished trials, but each time the trials are listed it reads every unfinished
+    trial again in full (params, values, user and system attributes, intermediate values). The pruner lists them at
+    every report and TPE at every trial, so with 64 trials running each listing reloaded 64 trials and their configs:
+    most of the driver's time (benchmarks/scale_sim.py). Here one narrow query gives each trial that is new or was
+    unfinished its state and how many params, intermediate values and system attributes it holds; only the trials
+    where one of these changed are read in full. The one thing that can lag is a *running* trial's user attributes
+    in a listing (none of Optuna's samplers or pruners reads them; ``get_trial`` and a finished trial read them fresh).
+    """
+
+    def __init__(self, backend: optuna.storages.RDBStorage):
+        super().__init__(backend)
+        # study id -> trial id -> mark of each cached unfinished trial: (state, params, intermediate values, system attrs)
+        self._marks: dict[int, dict[int, tuple[TrialState, int, int, int]]] = {}
+        self._seen: dict[int, int] = {}  # study id -> highest trial id read
+
+    @staticmethod
+    def _mark(trial: optuna.trial.FrozenTrial) -> tuple[TrialState, int, int, int]:
+        return trial.state, len(trial.params), len(trial.intermediate_values), len(trial.system_attrs)
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        with self._lock:
+            study = self._studies.setdefault(study_id, _StudyInfo())
+            marks = self._marks.setdefault(study_id, {})
+            # every trial below the oldest unfinished one is cached and finished, so it cannot change
+            low = min(marks, default=self._seen.get(study_id, -1) + 1) - 1
+            trial = models.TrialModel
+
+            def count(model):
+                return sqlalchemy.select(sqlalchemy.func.count()).where(model.trial_id == trial.trial_id).scalar_subquery()
+
+            session = self._backend.scoped_session()
+            try:
+                rows = (
+                    session.query(
+                        trial.trial_id,
+                        trial.state,
+                        count(models.TrialParamModel),
+                        count(models.TrialIntermediateValueModel),
+                        count(models.TrialSystemAttributeModel),
+                    )
+                    .filter(trial.study_id == study_id, trial.trial_id > low)
+                    .all()
+                )
+            finally:
+                session.close()
+            stale = set()
+            for trial_id, state, *counts in rows:
+                if trial_id in marks:
+                    if marks[trial_id] != (state, *counts):
+                        stale.add(trial_id)
+                elif self._get_cached_trial(trial_id) is None:  # new, or cached only as created (ask)
+                    stale.add(trial_id)
+            if not stale:
+                return
+            # the trials in `stale`, and any created since the narrow query (the backend adds those above its max)
+            trials = self._backend._get_trials(study_id, None, stale, max(stale))
+            self._add_trials_to_cache(study_id, trials)
+            for t in trials:
+                self._seen[study_id] = max(self._seen.get(study_id, -1), t._trial_id)
+                if t.state.is_finished():
+                    marks.pop(t._trial_id, None)
+                else:
+                    marks[t._trial_id] = self._mark(t)
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's SQLAlchemy storage on ``url`` under :class:`StudyCache`, with heartbeats; SQLite files get their
+    folder created."""
     folder = storage_folder(url)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+            return StudyCache(
+                optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                )
             )
     except Exception as exc:  # bad driver, unreachable server, bad credentials
         raise AutoembedError(f"cannot open study storage {mask_url(url)}: {mask_text(str(exc).splitlines()[0], url)}", key="storage") from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from contextlib import nullcontext
 
 import optuna
@@ -199,3 +201,61 @@ def test_rows_counts_and_best():
     rows = trial_rows(study)
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
     assert rows[3]["fail_reason"] == "boom" and rows[2]["last_step"] == 1 and rows[0]["duration_s"] >= 0
+
+
+POSTGRES_URL = os.environ.get("AUTOEMBED_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def study_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/cache.db"
+    if POSTGRES_URL is None:
+        pytest.skip("no PostgreSQL (AUTOEMBED_TEST_POSTGRES_URL unset)")
+    return POSTGRES_URL
+
+
+def _listing(trials) -> list[tuple]:
+    return [
+        (t.number, t.state, t.params, t.values, t.intermediate_values, t.system_attrs, t.user_attrs if t.state.is_finished() else None)
+        for t in trials
+    ]
+
+
+def test_study_cache_lists_what_the_database_holds(study_url):
+    """The driver's cache (StudyCache) lists the same trials as an uncached read, while two drivers ask, suggest,
+    report and end trials in turn: each listing is compared with a fresh read of the database."""
+    name = f"cache-{uuid.uuid4().hex[:8]}"
+    one = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    fresh = optuna.storages.RDBStorage(study_url)
+
+    def check(study):
+        assert _listing(study.get_trials(deepcopy=False)) == _listing(fresh.get_all_trials(fresh.get_study_id_from_name(name)))
+
+    one.enqueue_trial({"x": 0.5})
+    check(one)
+    a = one.ask()  # the enqueued trial: WAITING -> RUNNING
+    check(one)
+    a.suggest_float("x", 0, 1)
+    a.report(0.1, 1)
+    check(one)
+    b = two.ask()
+    b.suggest_float("x", 0, 1)
+    b.suggest_categorical("c", ["p", "q"])
+    check(one)
+    a.report(0.2, 2)
+    b.report(0.3, 1)
+    b.set_user_attr("config", {"k": 1})
+    check(one)
+    two.tell(b, 0.3)  # another driver's trial ends: its value and user attrs reach this driver's listing
+    check(one)
+    c = one.ask()
+    check(one)
+    c.suggest_float("x", 0, 1)  # params set after the trial was first listed
+    check(one)
+    one.tell(a, state=TrialState.PRUNED)
+    two._storage.set_trial_state_values(c._trial_id, TrialState.FAIL)  # failed by another driver (heartbeat sweep)
+    check(one)
+    check(two)
+    assert [t.state for t in one.get_trials(deepcopy=False)] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
