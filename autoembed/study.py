@@ -6,12 +6,15 @@ so Ray and inline runs give the same records.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import json
 import logging
 import math
 import re
 import threading
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -100,7 +103,7 @@ class StudyCache(_CachedStorage):
         from optuna.storages._rdb import models
 
         with self._lock:
-            study = self._studies.setdefault(study_id, _StudyInfo())
+            self._studies.setdefault(study_id, _StudyInfo())
             marks = self._marks.setdefault(study_id, {})
             # every trial below the oldest unfinished one is cached and finished, so it cannot change
             low = min(marks, default=self._seen.get(study_id, -1) + 1) - 1
@@ -428,10 +431,93 @@ class TrialRecorder:
         return self.state
 
 
+def read_trials(study: optuna.Study, *, user_attrs: Collection[str] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of the study, by number, as ``study.get_trials()`` gives them, read in six plain queries.
+
+    Optuna builds an ORM object per row (each param, attribute and intermediate value) before each FrozenTrial; at
+    10,000 trials that takes most of `autoembed status` and the dashboard (benchmarks/scale_sim.py). ``user_attrs``
+    names the user attributes to read (default: all); the others are left out, and so not parsed.
+    Other storages than an RDB are read through Optuna.
+    """
+    storage = _rdb(study)
+    if storage is None:
+        trials = study.get_trials(deepcopy=False)
+        if user_attrs is None:
+            return trials
+        return [_with_user_attrs(t, {k: v for k, v in t.user_attrs.items() if k in user_attrs}) for t in trials]
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    trial = models.TrialModel
+    utc = hasattr(trial, "_datetime_start_utc")  # optuna 5 stores naive UTC and shows local time; optuna 4 stores local
+    start, complete = (trial._datetime_start_utc, trial._datetime_complete_utc) if utc else (trial.datetime_start, trial.datetime_complete)
+
+    def local(when: datetime.datetime | None) -> datetime.datetime | None:
+        if when is None or not utc:
+            return when
+        return when.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
+
+    def of_study(*columns, model):
+        return sqlalchemy.select(*columns).join(trial, trial.trial_id == model.trial_id).where(trial.study_id == study._study_id)
+
+    P, V, IV = models.TrialParamModel, models.TrialValueModel, models.TrialIntermediateValueModel
+    U, S = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
+    with storage.engine.connect() as conn:
+        heads = conn.execute(
+            sqlalchemy.select(trial.trial_id, trial.number, trial.state, start, complete).where(trial.study_id == study._study_id)
+        ).all()
+        values = conn.execute(of_study(V.trial_id, V.objective, V.value, V.value_type, model=V)).all()
+        params = conn.execute(
+            of_study(P.trial_id, P.param_name, P.param_value, P.distribution_json, model=P).order_by(P.param_id)
+        ).all()
+        query = of_study(U.trial_id, U.key, U.value_json, model=U)
+        if user_attrs is not None:
+            query = query.where(U.key.in_(list(user_attrs)))
+        users = conn.execute(query).all()
+        systems = conn.execute(of_study(S.trial_id, S.key, S.value_json, model=S)).all()
+        steps = conn.execute(
+            of_study(IV.trial_id, IV.step, IV.intermediate_value, IV.intermediate_value_type, model=IV)
+        ).all()
+
+    by_id: dict[int, dict[str, Any]] = {
+        tid: {"values": {}, "params": {}, "distributions": {}, "user_attrs": {}, "system_attrs": {}, "intermediate_values": {}}
+        for tid, *_ in heads
+    }
+    for tid, objective, value, kind in values:
+        by_id[tid]["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+    parsed: dict[str, optuna.distributions.BaseDistribution] = {}  # one parse per distinct distribution
+    for tid, name, value, dist_json in params:
+        dist = parsed.get(dist_json) or parsed.setdefault(dist_json, optuna.distributions.json_to_distribution(dist_json))
+        by_id[tid]["params"][name] = dist.to_external_repr(value)
+        by_id[tid]["distributions"][name] = dist
+    for rows, key in ((users, "user_attrs"), (systems, "system_attrs")):
+        for tid, name, value_json in rows:
+            by_id[tid][key][name] = json.loads(value_json)
+    for tid, step, value, kind in steps:
+        by_id[tid]["intermediate_values"][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+    trials = []
+    for tid, number, state, started, completed in sorted(heads, key=lambda h: h[1]):
+        parts = by_id[tid]
+        ordered = parts.pop("values")
+        trials.append(
+            optuna.trial.FrozenTrial(
+                number=number, state=state, value=None, values=[ordered[i] for i in sorted(ordered)] if ordered else None,
+                datetime_start=local(started), datetime_complete=local(completed), trial_id=tid, **parts,
+            )
+        )  # fmt: skip
+    return trials
+
+
+def _with_user_attrs(trial: optuna.trial.FrozenTrial, user_attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    trial = copy.copy(trial)
+    trial.user_attrs = user_attrs
+    return trial
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One plain dict per trial for ``autoembed status``."""
+    """One plain dict per trial for ``autoembed status`` (only the user attributes it shows are read)."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in read_trials(study, user_attrs=("train_seconds", "fail_reason")):
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append(
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -259,3 +260,61 @@ def test_study_cache_lists_what_the_database_holds(study_url):
     check(one)
     check(two)
     assert [t.state for t in one.get_trials(deepcopy=False)] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
+
+
+def _canonical(trials) -> list[str]:
+    """FrozenTrials as comparable text (NaN != NaN, so == on FrozenTrials cannot compare NaN values)."""
+    return [json.dumps(vars(t), sort_keys=True, default=repr) for t in trials]
+
+
+def _old_trial_rows(study) -> list[dict]:
+    """`trial_rows` as it read the study through Optuna's get_trials, before read_trials."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params, "duration_s": duration,
+                     "train_seconds": t.user_attrs.get("train_seconds"), "last_step": t.last_step,
+                     "fail_reason": t.user_attrs.get("fail_reason")})  # fmt: skip
+    return rows
+
+
+def test_read_trials_gives_what_optuna_gives(study_url):
+    """read_trials (status and the dashboard) returns the FrozenTrials of study.get_trials(): every state, every kind
+    of param (log float, int, categorical with None), infinite and NaN values, user and system attributes; status rows
+    match the rows Optuna's read gave; the dashboard's read-only study reads the same."""
+    from autoembed.dashboard.data import load_study_readonly
+    from autoembed.study import read_trials
+
+    name = f"read-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    study.enqueue_trial({"lr": 1e-4, "n": 2, "dim": None})
+    for i in range(7):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+        trial.suggest_int("n", 1, 4)
+        trial.suggest_categorical("dim", [None, 128, 256])
+        if i % 2:
+            trial.suggest_float("margin", 0.0, 1.0)
+        trial.set_user_attr("config", {"training": {"lr": 0.1 * i}, "list": [1, 2]})
+        trial.set_user_attr("train_seconds", 1.5 * i)
+        for step in (1, 2):
+            trial.report([0.1 * i, float("inf"), float("nan"), float("-inf")][(i + step) % 4] if i > 3 else 0.1 * i + step, step)
+        if i == 6:
+            continue  # left RUNNING
+        if i == 5:
+            trial.set_user_attr("fail_reason", "out of memory")
+            study.tell(trial, state=TrialState.FAIL)
+        elif i == 4:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, float("inf") if i == 3 else 0.5 + i / 10)
+    study.enqueue_trial({"lr": 2e-4})  # WAITING
+    expected = study.get_trials(deepcopy=False)
+    assert len(expected) == 8
+    assert any(math.isnan(v) for t in expected for v in t.intermediate_values.values())
+    assert _canonical(read_trials(study)) == _canonical(expected)
+    assert json.dumps(trial_rows(study)) == json.dumps(_old_trial_rows(study))
+    readonly = load_study_readonly(study_url, name)
+    assert _canonical(read_trials(readonly)) == _canonical(readonly.get_trials(deepcopy=False)) == _canonical(expected)
+    subset = read_trials(study, user_attrs=("train_seconds",))
+    assert [t.user_attrs for t in subset] == [{k: v for k, v in t.user_attrs.items() if k == "train_seconds"} for t in expected]
