@@ -83,20 +83,22 @@ class StudyCache(_CachedStorage):
     trial again in full (params, values, user and system attributes, intermediate values). The pruner lists them at
     every report and TPE at every trial, so with 64 trials running each listing reloaded 64 trials and their configs:
     most of the driver's time (benchmarks/scale_sim.py). Here one narrow query gives each trial that is new or was
-    unfinished its state and how many params, intermediate values and system attributes it holds; only the trials
-    where one of these changed are read in full. The one thing that can lag is a *running* trial's user attributes
-    in a listing (none of Optuna's samplers or pruners reads them; ``get_trial`` and a finished trial read them fresh).
+    unfinished its state and how many params and system attributes it holds; only the trials where one of these
+    changed are read in full. What can lag in a listing is a *running* trial's intermediate values and user
+    attributes: Optuna's samplers read a running trial's params only (TPE's constant liar), its pruners read the
+    finished trials' curves, the rungs in system attributes (successive halving) and the pruned trial's own curve,
+    which ``get_trial`` reads fresh; a trial that ends is read again in full.
     """
 
     def __init__(self, backend: optuna.storages.RDBStorage):
         super().__init__(backend)
-        # study id -> trial id -> mark of each cached unfinished trial: (state, params, intermediate values, system attrs)
-        self._marks: dict[int, dict[int, tuple[TrialState, int, int, int]]] = {}
+        # study id -> trial id -> mark of each cached unfinished trial: (state, params, system attrs)
+        self._marks: dict[int, dict[int, tuple[TrialState, int, int]]] = {}
         self._seen: dict[int, int] = {}  # study id -> highest trial id read
 
     @staticmethod
-    def _mark(trial: optuna.trial.FrozenTrial) -> tuple[TrialState, int, int, int]:
-        return trial.state, len(trial.params), len(trial.intermediate_values), len(trial.system_attrs)
+    def _mark(trial: optuna.trial.FrozenTrial) -> tuple[TrialState, int, int]:
+        return trial.state, len(trial.params), len(trial.system_attrs)
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
         import sqlalchemy
@@ -119,7 +121,6 @@ class StudyCache(_CachedStorage):
                         trial.trial_id,
                         trial.state,
                         count(models.TrialParamModel),
-                        count(models.TrialIntermediateValueModel),
                         count(models.TrialSystemAttributeModel),
                     )
                     .filter(trial.study_id == study_id, trial.trial_id > low)

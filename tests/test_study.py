@@ -218,7 +218,8 @@ def study_url(request, tmp_path):
 
 def _listing(trials) -> list[tuple]:
     return [
-        (t.number, t.state, t.params, t.values, t.intermediate_values, t.system_attrs, t.user_attrs if t.state.is_finished() else None)
+        # a running trial's curve and user attrs may lag in the driver's listing (see StudyCache); its params may not
+        (t.number, t.state, t.params, t.values, t.system_attrs, *((t.intermediate_values, t.user_attrs) if t.state.is_finished() else ()))
         for t in trials
     ]
 
