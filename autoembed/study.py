@@ -14,6 +14,7 @@ import math
 import re
 import threading
 import warnings
+from collections import defaultdict
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -480,22 +481,25 @@ def read_trials(study: optuna.Study, *, user_attrs: Collection[str] | None = Non
             of_study(IV.trial_id, IV.step, IV.intermediate_value, IV.intermediate_value_type, model=IV)
         ).all()
 
+    # a trial created between the first query and the others (a search is running) is left out, as Optuna does
+    none: dict[str, Any] = defaultdict(dict)
     by_id: dict[int, dict[str, Any]] = {
         tid: {"values": {}, "params": {}, "distributions": {}, "user_attrs": {}, "system_attrs": {}, "intermediate_values": {}}
         for tid, *_ in heads
     }
     for tid, objective, value, kind in values:
-        by_id[tid]["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+        by_id.get(tid, none)["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
     parsed: dict[str, optuna.distributions.BaseDistribution] = {}  # one parse per distinct distribution
     for tid, name, value, dist_json in params:
         dist = parsed.get(dist_json) or parsed.setdefault(dist_json, optuna.distributions.json_to_distribution(dist_json))
-        by_id[tid]["params"][name] = dist.to_external_repr(value)
-        by_id[tid]["distributions"][name] = dist
+        by_id.get(tid, none)["params"][name] = dist.to_external_repr(value)
+        by_id.get(tid, none)["distributions"][name] = dist
     for rows, key in ((users, "user_attrs"), (systems, "system_attrs")):
         for tid, name, value_json in rows:
-            by_id[tid][key][name] = json.loads(value_json)
+            if tid in by_id:
+                by_id[tid][key][name] = json.loads(value_json)
     for tid, step, value, kind in steps:
-        by_id[tid]["intermediate_values"][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+        by_id.get(tid, none)["intermediate_values"][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
     trials = []
     for tid, number, state, started, completed in sorted(heads, key=lambda h: h[1]):
         parts = by_id[tid]

@@ -10,9 +10,10 @@ result protocol of ``autoembed.raytune._trainable``, so TPE and the pruner have 
 It prints the driver's bookkeeping per trial (the time spent inside the searcher's and scheduler's callbacks,
 which hold every Coordinator call: asking, sampling, recording, pruning), the TPE ask time (ask + sample) at 100 and
 at 1,000 trials, the memory of Ray's processes, and the ``autoembed status`` and ``autoembed dashboard`` times at
-1,000 trials and, after 9,000 synthetic finished trials are added to the study, at 10,000.
+1,000 trials and, once synthetic finished trials (copies of the simulated ones) top the study up, at 10,000.
 
     python benchmarks/scale_sim.py [--trials 1000] [--concurrency 64] [--storage postgresql+psycopg://...]
+    python benchmarks/scale_sim.py --study NAME   # the readings alone, on an existing study
 """
 
 from __future__ import annotations
@@ -283,27 +284,55 @@ def time_dashboard(name: str, url: str, out: Path, repeats: int = 2) -> tuple[fl
 
 def add_synthetic_trials(name: str, url: str, n: int, seed: int = 0) -> float:
     """Add ``n`` finished trials, each a copy of a random finished trial of the study (params, distributions,
-    intermediate values, user attrs: config, value_step, final_metrics, ...) with a jittered value."""
-    import optuna
+    intermediate values, user attrs: config, value_step, final_metrics, ...) with a jittered value.
+
+    Written straight into Optuna's tables, a few multi-row INSERTs per table: ``study.add_trials`` writes one
+    trial per transaction, about 150 ms each on PostgreSQL here (9,000 would take over 20 minutes).
+    """
+    import datetime
+
+    import sqlalchemy
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
     from optuna.trial import TrialState
 
-    from autoembed.study import load_existing
+    from autoembed.study import _rdb, load_existing, read_trials
 
     study = load_existing(name, url)
-    pool = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    pool = [t for t in read_trials(study) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     rng = random.Random(seed)
+    engine = _rdb(study).engine
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    trial_model = models.TrialModel
     t0 = time.perf_counter()
-    batch = []
-    for _ in range(n):
-        t = rng.choice(pool)
-        value = t.value + rng.gauss(0, 0.005) if t.state == TrialState.COMPLETE else None
-        batch.append(
-            optuna.trial.create_trial(
-                state=t.state, value=value, params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
-                intermediate_values=t.intermediate_values,
-            )
-        )  # fmt: skip
-    study.add_trials(batch)
+    with engine.begin() as conn:
+        first = conn.execute(
+            sqlalchemy.select(sqlalchemy.func.count()).select_from(trial_model).where(trial_model.study_id == study._study_id)
+        ).scalar()
+        picks = [rng.choice(pool) for _ in range(n)]
+        heads = [
+            {"number": first + i, "study_id": study._study_id, "state": t.state, "datetime_start": now, "datetime_complete": now}
+            for i, t in enumerate(picks)
+        ]
+        table = trial_model.__table__
+        ids = conn.execute(table.insert().returning(table.c.trial_id, sort_by_parameter_order=True), heads).scalars().all()
+        params, values, steps, users = [], [], [], []
+        for trial_id, t in zip(ids, picks, strict=True):
+            for key, value in t.params.items():
+                dist = t.distributions[key]
+                params.append({"trial_id": trial_id, "param_name": key, "param_value": dist.to_internal_repr(value),
+                               "distribution_json": distribution_to_json(dist)})  # fmt: skip
+            if t.state == TrialState.COMPLETE:
+                stored, kind = models.TrialValueModel.value_to_stored_repr(t.value + rng.gauss(0, 0.005))
+                values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
+            for step, value in t.intermediate_values.items():
+                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+                steps.append({"trial_id": trial_id, "step": step, "intermediate_value": stored, "intermediate_value_type": kind})
+            users += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in t.user_attrs.items()]
+        for model, rows in ((models.TrialParamModel, params), (models.TrialValueModel, values),
+                            (models.TrialIntermediateValueModel, steps), (models.TrialUserAttributeModel, users)):  # fmt: skip
+            if rows:
+                conn.execute(model.__table__.insert(), rows)
     return time.perf_counter() - t0
 
 
@@ -334,6 +363,48 @@ def time_tpe_ask(name: str, url: str, repeats: int = 3) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def simulate(args: argparse.Namespace, workdir: Path) -> str:
+    name, timers, facts = run_simulation(args, workdir)
+    counts, mem = facts["counts"], facts["memory"]
+    finished = sum(counts.values())
+    print(f"study {name}: {dict(sorted(counts.items()))}, best {facts['best']:.4f}")
+    print(f"wall {facts['wall']:.0f} s; driver CPU {facts['driver_cpu']:.0f} s ({1000 * facts['driver_cpu'] / finished:.0f} ms per trial, Tune's loop included)")
+    bookkeeping = sum(v for k, v in timers.seconds.items() if not k.startswith("Coordinator."))
+    print(f"driver bookkeeping: {1000 * bookkeeping / finished:.1f} ms per trial (goal <= 50)")
+    for label in sorted(timers.seconds):
+        s, c = timers.seconds[label], timers.calls[label]
+        print(f"  {label}: {s:.1f} s in {c} calls ({1000 * s / max(1, c):.1f} ms per call)")
+    if timers.profiler is not None:
+        timers.profiler.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(30)
+    for at in (100, args.trials):
+        measured = timers.tpe_ms(range(max(0, at - 20), at))
+        if measured:
+            print(f"TPE ask + sample, live, trials {max(0, at - 20)}-{at - 1}: median {measured[0]:.0f} ms (goal <= 100 at 1,000)")
+    print(f"memory: peak {mem.peak_mib:.0f} MiB PSS in the driver ({mem.peak_driver_mib:.0f} MiB) and {mem.peak_procs} "
+          f"processes under it (Ray); lowest MemAvailable {mem.min_available_mib:.0f} MiB", flush=True)  # fmt: skip
+    return name
+
+
+def readings(name: str, url: str, workdir: Path, target: int) -> None:
+    """status, dashboard and a TPE ask on the study as it is, then after topping it up to ``target`` trials."""
+    from autoembed.study import load_existing
+
+    for top_up in (False, True):
+        held = len(load_existing(name, url).get_trials(deepcopy=False))
+        if top_up:
+            if target <= held:
+                return
+            seconds = add_synthetic_trials(name, url, target - held)
+            print(f"added {target - held} synthetic finished trials (multi-row INSERTs) in {seconds:.0f} s", flush=True)
+            held = target
+        status_s, status_bytes = time_status(name, url)
+        dash_s, dash_bytes = time_dashboard(name, url, workdir / "dashboard.html")
+        print(f"at {held} trials: status {status_s:.2f} s ({status_bytes / 1e6:.1f} MB JSON; goal <= 2 s at 10,000), "
+              f"dashboard {dash_s:.2f} s ({dash_bytes / 1e6:.1f} MB page; goal <= 10 s at 10,000)", flush=True)  # fmt: skip
+        print(f"at {held} trials: TPE ask + sample {time_tpe_ask(name, url):.0f} ms (3 asks, each then told FAIL)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -341,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-seconds", type=float, default=2.0, help="sleep per simulated evaluation (10 per trial)")
     parser.add_argument("--storage", default=os.environ.get("AUTOEMBED_TEST_POSTGRES_URL"), help="PostgreSQL URL")
     parser.add_argument("--profile", help="write a cProfile of the driver's bookkeeping to this file")
-    parser.add_argument("--extra-trials", type=int, default=9000, help="synthetic finished trials added for the second reading")
+    parser.add_argument("--readings-at", type=int, default=10_000, help="after the first reading, add synthetic finished trials until the study holds this many, and read again")
+    parser.add_argument("--study", help="skip the simulation: take the readings on this existing study")
     args = parser.parse_args(argv)
     if not args.storage:
         parser.error("give --storage postgresql+psycopg://... (or set AUTOEMBED_TEST_POSTGRES_URL)")
@@ -354,38 +426,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.eval_seconds:g} s per simulated evaluation", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="scale-sim-") as tmp:
         workdir = Path(tmp)
-        name, timers, facts = run_simulation(args, workdir)
-        counts, mem = facts["counts"], facts["memory"]
-        finished = sum(counts.values())
-        print(f"study {name}: {dict(sorted(counts.items()))}, best {facts['best']:.4f}")
-        print(f"wall {facts['wall']:.0f} s; driver CPU {facts['driver_cpu']:.0f} s ({1000 * facts['driver_cpu'] / finished:.0f} ms per trial, Tune's loop included)")
-        bookkeeping = sum(v for k, v in timers.seconds.items() if not k.startswith("Coordinator."))
-        print(f"driver bookkeeping: {1000 * bookkeeping / finished:.1f} ms per trial (goal <= 50)")
-        for label in sorted(timers.seconds):
-            s, c = timers.seconds[label], timers.calls[label]
-            print(f"  {label}: {s:.1f} s in {c} calls ({1000 * s / max(1, c):.1f} ms per call)")
-        if timers.profiler is not None:
-            timers.profiler.dump_stats(args.profile)
-            pstats.Stats(args.profile).sort_stats("cumulative").print_stats(30)
-        for at in (100, args.trials):
-            measured = timers.tpe_ms(range(max(0, at - 20), at))
-            if measured:
-                print(f"TPE ask + sample at trials {max(0, at - 20)}-{at - 1}: median {measured[0]:.0f} ms (goal <= 100 at 1,000)")
-        print(f"memory: peak {mem.peak_mib:.0f} MiB PSS in the driver ({mem.peak_driver_mib:.0f} MiB) and {mem.peak_procs} "
-              f"processes under it (Ray); lowest MemAvailable {mem.min_available_mib:.0f} MiB", flush=True)  # fmt: skip
-
-        for label in (f"{finished}", None):
-            if label is None:
-                if args.extra_trials <= 0:
-                    break
-                seconds = add_synthetic_trials(name, args.storage, args.extra_trials)
-                print(f"added {args.extra_trials} synthetic finished trials (study.add_trials) in {seconds:.0f} s", flush=True)
-                label = f"{finished + args.extra_trials}"
-            status_s, status_bytes = time_status(name, args.storage)
-            dash_s, dash_bytes = time_dashboard(name, args.storage, workdir / "dashboard.html")
-            print(f"at {label} trials: status {status_s:.2f} s ({status_bytes / 1e6:.1f} MB JSON; goal <= 2 s at 10,000), "
-                  f"dashboard {dash_s:.2f} s ({dash_bytes / 1e6:.1f} MB page; goal <= 10 s at 10,000)", flush=True)  # fmt: skip
-            print(f"at {label} trials: TPE ask + sample {time_tpe_ask(name, args.storage):.0f} ms", flush=True)
+        name = args.study or simulate(args, workdir)
+        readings(name, args.storage, workdir, args.readings_at)
     return 0
 
 
