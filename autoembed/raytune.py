@@ -243,11 +243,13 @@ def check_resources(cpus: float, gpus: float, nodes: list[dict[str, Any]]) -> No
     )
 
 
-def run_ray(coordinator: Coordinator, prepared) -> None:
+def run_ray(coordinator: Coordinator, prepared, *, trainable=None) -> None:
+    """Run the coordinator's trials as Tune trials; ``trainable`` replaces :func:`_trainable` (benchmarks/scale_sim.py
+    plugs in a simulated one that reports the same results)."""
     options = coordinator.options
     ensure_ray(options.ray_address)
     resources = {"cpu": options.cpus(), "gpu": options.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, prepared=prepared), resources)
+    trainable = tune.with_resources(tune.with_parameters(trainable or _trainable, prepared=prepared), resources)
     # Tune's experiment state duplicates the study: it lives in the study's workdir while the search runs, then goes
     scratch_root = options.workdir_path / "_ray"
     scratch_root.mkdir(parents=True, exist_ok=True)

@@ -6,18 +6,23 @@ so Ray and inline runs give the same records.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import json
 import logging
 import math
 import re
 import threading
 import time
 import warnings
+from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import TrialState
 
 from autoembed.errors import AutoembedError
@@ -73,8 +78,81 @@ def storage_folder(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]).parent if url.startswith("sqlite:///") else None
 
 
-def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's SQLAlchemy storage on ``url``, with heartbeats; SQLite files get their folder created."""
+class StudyCache(_CachedStorage):
+    """Optuna's cache of an RDB study, refreshed by what changed instead of by every unfinished trial in full.
+
+    Optuna's ``_CachedStorage`` keeps finished trials, but each time the trials are listed it reads every unfinished
+    trial again in full (params, values, user and system attributes, intermediate values). The pruner lists them at
+    every report and TPE at every trial, so with 64 trials running each listing reloaded 64 trials and their configs:
+    most of the driver's time (benchmarks/scale_sim.py). Here one narrow query gives each trial that is new or was
+    unfinished its state and how many params and system attributes it holds; only the trials where one of these
+    changed are read in full. What can lag in a listing is a *running* trial's intermediate values and user
+    attributes: Optuna's samplers read a running trial's params only (TPE's constant liar), its pruners read the
+    finished trials' curves, the rungs in system attributes (successive halving) and the pruned trial's own curve,
+    which ``get_trial`` reads fresh; a trial that ends is read again in full.
+    """
+
+    def __init__(self, backend: optuna.storages.RDBStorage):
+        super().__init__(backend)
+        # study id -> trial id -> mark of each cached unfinished trial: (state, params, system attrs)
+        self._marks: dict[int, dict[int, tuple[TrialState, int, int]]] = {}
+        self._seen: dict[int, int] = {}  # study id -> highest trial id read
+
+    @staticmethod
+    def _mark(trial: optuna.trial.FrozenTrial) -> tuple[TrialState, int, int]:
+        return trial.state, len(trial.params), len(trial.system_attrs)
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        with self._lock:
+            self._studies.setdefault(study_id, _StudyInfo())
+            marks = self._marks.setdefault(study_id, {})
+            # every trial below the oldest unfinished one is cached and finished, so it cannot change
+            low = min(marks, default=self._seen.get(study_id, -1) + 1) - 1
+            trial = models.TrialModel
+
+            def count(model):
+                return sqlalchemy.select(sqlalchemy.func.count()).where(model.trial_id == trial.trial_id).scalar_subquery()
+
+            session = self._backend.scoped_session()
+            try:
+                rows = (
+                    session.query(
+                        trial.trial_id,
+                        trial.state,
+                        count(models.TrialParamModel),
+                        count(models.TrialSystemAttributeModel),
+                    )
+                    .filter(trial.study_id == study_id, trial.trial_id > low)
+                    .all()
+                )
+            finally:
+                session.close()
+            stale = set()
+            for trial_id, state, *counts in rows:
+                if trial_id in marks:
+                    if marks[trial_id] != (state, *counts):
+                        stale.add(trial_id)
+                elif self._get_cached_trial(trial_id) is None:  # new, or cached only as created (ask)
+                    stale.add(trial_id)
+            if not stale:
+                return
+            # the trials in `stale`, and any created since the narrow query (the backend adds those above its max)
+            trials = self._backend._get_trials(study_id, None, stale, max(stale))
+            self._add_trials_to_cache(study_id, trials)
+            for t in trials:
+                self._seen[study_id] = max(self._seen.get(study_id, -1), t._trial_id)
+                if t.state.is_finished():
+                    marks.pop(t._trial_id, None)
+                else:
+                    marks[t._trial_id] = self._mark(t)
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's SQLAlchemy storage on ``url`` under :class:`StudyCache`, with heartbeats; SQLite files get their
+    folder created."""
     folder = storage_folder(url)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,8 +160,10 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                return StudyCache(
+                    optuna.storages.RDBStorage(
+                        url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                    )
                 )
         except Exception as exc:  # bad driver, unreachable server, bad credentials
             text = str(exc)
@@ -364,10 +444,96 @@ class TrialRecorder:
         return self.state
 
 
+def read_trials(study: optuna.Study, *, user_attrs: Collection[str] | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of the study, by number, as ``study.get_trials()`` gives them, read in six plain queries.
+
+    Optuna builds an ORM object per row (each param, attribute and intermediate value) before each FrozenTrial; at
+    10,000 trials that takes most of `autoembed status` and the dashboard (benchmarks/scale_sim.py). ``user_attrs``
+    names the user attributes to read (default: all); the others are left out, and so not parsed.
+    Other storages than an RDB are read through Optuna.
+    """
+    storage = _rdb(study)
+    if storage is None:
+        trials = study.get_trials(deepcopy=False)
+        if user_attrs is None:
+            return trials
+        return [_with_user_attrs(t, {k: v for k, v in t.user_attrs.items() if k in user_attrs}) for t in trials]
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    trial = models.TrialModel
+    utc = hasattr(trial, "_datetime_start_utc")  # optuna 5 stores naive UTC and shows local time; optuna 4 stores local
+    start, complete = (trial._datetime_start_utc, trial._datetime_complete_utc) if utc else (trial.datetime_start, trial.datetime_complete)
+
+    def local(when: datetime.datetime | None) -> datetime.datetime | None:
+        if when is None or not utc:
+            return when
+        return when.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
+
+    def of_study(*columns, model):
+        return sqlalchemy.select(*columns).join(trial, trial.trial_id == model.trial_id).where(trial.study_id == study._study_id)
+
+    P, V, IV = models.TrialParamModel, models.TrialValueModel, models.TrialIntermediateValueModel
+    U, S = models.TrialUserAttributeModel, models.TrialSystemAttributeModel
+    with storage.engine.connect() as conn:
+        heads = conn.execute(
+            sqlalchemy.select(trial.trial_id, trial.number, trial.state, start, complete).where(trial.study_id == study._study_id)
+        ).all()
+        values = conn.execute(of_study(V.trial_id, V.objective, V.value, V.value_type, model=V)).all()
+        params = conn.execute(
+            of_study(P.trial_id, P.param_name, P.param_value, P.distribution_json, model=P).order_by(P.param_id)
+        ).all()
+        query = of_study(U.trial_id, U.key, U.value_json, model=U)
+        if user_attrs is not None:
+            query = query.where(U.key.in_(list(user_attrs)))
+        users = conn.execute(query).all()
+        systems = conn.execute(of_study(S.trial_id, S.key, S.value_json, model=S)).all()
+        steps = conn.execute(
+            of_study(IV.trial_id, IV.step, IV.intermediate_value, IV.intermediate_value_type, model=IV)
+        ).all()
+
+    # a trial created between the first query and the others (a search is running) is left out, as Optuna does
+    none: dict[str, Any] = defaultdict(dict)
+    by_id: dict[int, dict[str, Any]] = {
+        tid: {"values": {}, "params": {}, "distributions": {}, "user_attrs": {}, "system_attrs": {}, "intermediate_values": {}}
+        for tid, *_ in heads
+    }
+    for tid, objective, value, kind in values:
+        by_id.get(tid, none)["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+    parsed: dict[str, optuna.distributions.BaseDistribution] = {}  # one parse per distinct distribution
+    for tid, name, value, dist_json in params:
+        dist = parsed.get(dist_json) or parsed.setdefault(dist_json, optuna.distributions.json_to_distribution(dist_json))
+        by_id.get(tid, none)["params"][name] = dist.to_external_repr(value)
+        by_id.get(tid, none)["distributions"][name] = dist
+    for rows, key in ((users, "user_attrs"), (systems, "system_attrs")):
+        for tid, name, value_json in rows:
+            if tid in by_id:
+                by_id[tid][key][name] = json.loads(value_json)
+    for tid, step, value, kind in steps:
+        by_id.get(tid, none)["intermediate_values"][step] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+    trials = []
+    for tid, number, state, started, completed in sorted(heads, key=lambda h: h[1]):
+        parts = by_id[tid]
+        ordered = parts.pop("values")
+        trials.append(
+            optuna.trial.FrozenTrial(
+                number=number, state=state, value=None, values=[ordered[i] for i in sorted(ordered)] if ordered else None,
+                datetime_start=local(started), datetime_complete=local(completed), trial_id=tid, **parts,
+            )
+        )  # fmt: skip
+    return trials
+
+
+def _with_user_attrs(trial: optuna.trial.FrozenTrial, user_attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    trial = copy.copy(trial)
+    trial.user_attrs = user_attrs
+    return trial
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One plain dict per trial for ``autoembed status``."""
+    """One plain dict per trial for ``autoembed status`` (only the user attributes it shows are read)."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in read_trials(study, user_attrs=("train_seconds", "fail_reason")):
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append(
             {

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import uuid
 from contextlib import nullcontext
 
 import optuna
@@ -199,3 +202,120 @@ def test_rows_counts_and_best():
     rows = trial_rows(study)
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
     assert rows[3]["fail_reason"] == "boom" and rows[2]["last_step"] == 1 and rows[0]["duration_s"] >= 0
+
+
+POSTGRES_URL = os.environ.get("AUTOEMBED_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def study_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/cache.db"
+    if POSTGRES_URL is None:
+        pytest.skip("no PostgreSQL (AUTOEMBED_TEST_POSTGRES_URL unset)")
+    return POSTGRES_URL
+
+
+def _listing(trials) -> list[tuple]:
+    return [
+        # a running trial's curve and user attrs may lag in the driver's listing (see StudyCache); its params may not
+        (t.number, t.state, t.params, t.values, t.system_attrs, *((t.intermediate_values, t.user_attrs) if t.state.is_finished() else ()))
+        for t in trials
+    ]
+
+
+def test_study_cache_lists_what_the_database_holds(study_url):
+    """The driver's cache (StudyCache) lists the same trials as an uncached read, while two drivers ask, suggest,
+    report and end trials in turn: each listing is compared with a fresh read of the database."""
+    name = f"cache-{uuid.uuid4().hex[:8]}"
+    one = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    fresh = optuna.storages.RDBStorage(study_url)
+
+    def check(study):
+        assert _listing(study.get_trials(deepcopy=False)) == _listing(fresh.get_all_trials(fresh.get_study_id_from_name(name)))
+
+    one.enqueue_trial({"x": 0.5})
+    check(one)
+    a = one.ask()  # the enqueued trial: WAITING -> RUNNING
+    check(one)
+    a.suggest_float("x", 0, 1)
+    a.report(0.1, 1)
+    check(one)
+    b = two.ask()
+    b.suggest_float("x", 0, 1)
+    b.suggest_categorical("c", ["p", "q"])
+    check(one)
+    a.report(0.2, 2)
+    b.report(0.3, 1)
+    b.set_user_attr("config", {"k": 1})
+    check(one)
+    two.tell(b, 0.3)  # another driver's trial ends: its value and user attrs reach this driver's listing
+    check(one)
+    c = one.ask()
+    check(one)
+    c.suggest_float("x", 0, 1)  # params set after the trial was first listed
+    check(one)
+    one.tell(a, state=TrialState.PRUNED)
+    two._storage.set_trial_state_values(c._trial_id, TrialState.FAIL)  # failed by another driver (heartbeat sweep)
+    check(one)
+    check(two)
+    assert [t.state for t in one.get_trials(deepcopy=False)] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
+
+
+def _canonical(trials) -> list[str]:
+    """FrozenTrials as comparable text (NaN != NaN, so == on FrozenTrials cannot compare NaN values)."""
+    return [json.dumps(vars(t), sort_keys=True, default=repr) for t in trials]
+
+
+def _old_trial_rows(study) -> list[dict]:
+    """`trial_rows` as it read the study through Optuna's get_trials, before read_trials."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params, "duration_s": duration,
+                     "train_seconds": t.user_attrs.get("train_seconds"), "last_step": t.last_step,
+                     "fail_reason": t.user_attrs.get("fail_reason")})  # fmt: skip
+    return rows
+
+
+def test_read_trials_gives_what_optuna_gives(study_url):
+    """read_trials (status and the dashboard) returns the FrozenTrials of study.get_trials(): every state, every kind
+    of param (log float, int, categorical with None), infinite and NaN values, user and system attributes; status rows
+    match the rows Optuna's read gave; the dashboard's read-only study reads the same."""
+    from autoembed.dashboard.data import load_study_readonly
+    from autoembed.study import read_trials
+
+    name = f"read-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    study.enqueue_trial({"lr": 1e-4, "n": 2, "dim": None})
+    for i in range(7):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+        trial.suggest_int("n", 1, 4)
+        trial.suggest_categorical("dim", [None, 128, 256])
+        if i % 2:
+            trial.suggest_float("margin", 0.0, 1.0)
+        trial.set_user_attr("config", {"training": {"lr": 0.1 * i}, "list": [1, 2]})
+        trial.set_user_attr("train_seconds", 1.5 * i)
+        for step in (1, 2):
+            trial.report([0.1 * i, float("inf"), float("nan"), float("-inf")][(i + step) % 4] if i > 3 else 0.1 * i + step, step)
+        if i == 6:
+            continue  # left RUNNING
+        if i == 5:
+            trial.set_user_attr("fail_reason", "out of memory")
+            study.tell(trial, state=TrialState.FAIL)
+        elif i == 4:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, float("inf") if i == 3 else 0.5 + i / 10)
+    study.enqueue_trial({"lr": 2e-4})  # WAITING
+    expected = study.get_trials(deepcopy=False)
+    assert len(expected) == 8
+    assert any(math.isnan(v) for t in expected for v in t.intermediate_values.values())
+    assert _canonical(read_trials(study)) == _canonical(expected)
+    assert json.dumps(trial_rows(study)) == json.dumps(_old_trial_rows(study))
+    readonly = load_study_readonly(study_url, name)
+    assert _canonical(read_trials(readonly)) == _canonical(readonly.get_trials(deepcopy=False)) == _canonical(expected)
+    subset = read_trials(study, user_attrs=("train_seconds",))
+    assert [t.user_attrs for t in subset] == [{k: v for k, v in t.user_attrs.items() if k == "train_seconds"} for t in expected]
