@@ -218,7 +218,7 @@ def _first_value(storage: str, study: str) -> bool:
         return False  # not created yet, or locked for a moment
 
 
-def layout_numbers(storage: str, study: str, batch: int, busy: BusySampler | None) -> dict:
+def layout_numbers(storage: str, study: str, batch: int, busy: BusySampler | None, workers: int) -> dict:
     from autoembed.study import load_existing
 
     trials = [t for t in load_existing(study, storage).get_trials() if t.datetime_complete is not None]
@@ -231,12 +231,18 @@ def layout_numbers(storage: str, study: str, batch: int, busy: BusySampler | Non
     start = min(t.datetime_start for t in done).timestamp()
     end = max(t.datetime_complete for t in done).timestamp()
     pairs = sum(int(t.user_attrs.get("steps", 0)) * batch for t in done)
+    # a trial's wall in the driver: the first round starts workers, later rounds reuse them
+    walls = [(t.number, (t.datetime_complete - t.datetime_start).total_seconds()) for t in done]
+    fresh = [w for n, w in walls if n < workers]
+    reused = [w for n, w in walls if n >= workers]
     return {
         "trials": states, "pairs": pairs, "window_s": end - start, "pairs_per_s": pairs / max(end - start, 1e-9),
         "busy_pct": busy.mean(start, end) if busy else None,
         "devices": sorted({t.user_attrs.get("device", "?") for t in done}),
         "memory_cap_gib": sorted({t.user_attrs.get("where", {}).get("memory_cap_gib") for t in done} - {None}),
         "train_seconds": [round(t.user_attrs.get("train_seconds", 0.0), 2) for t in done],
+        "trial_wall_fresh_s": sum(fresh) / len(fresh) if fresh else None,
+        "trial_wall_reused_s": sum(reused) / len(reused) if reused else None,
     }
 
 
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-corpus", type=int, default=5000)
     parser.add_argument("--precision", default="bf16", help="of the search trials")
     parser.add_argument("--layouts", default="1x1.0,4x0.25,8x0.125")
-    parser.add_argument("--rounds", type=int, default=2, help="trials per worker in each layout's search")
+    parser.add_argument("--rounds", type=int, default=None, help="trials per worker in each layout's search (2; dry run 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds a search may run")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny sizes")
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.dry_run:
         args.steps, args.warmup, args.batch, args.max_seq_length = min(args.steps, 4), 1, min(args.batch, 16), min(args.max_seq_length, 32)
-        args.max_queries, args.max_corpus, args.rounds, args.precision = 40, 200, 1, "fp32"
+        args.max_queries, args.max_corpus, args.precision = 40, 200, "fp32"
+    args.rounds = args.rounds or (1 if args.dry_run else 2)
 
     import torch
 
@@ -318,11 +325,12 @@ def main(argv: list[str] | None = None) -> None:
             cpus = max(cores // workers, 1) if device == "cuda" else max(cores / workers, 0.1)
             cmd = search_cmd(model, data, space, name, storage, trials=workers * args.rounds, workers=workers, gpus=gpus, cpus=cpus)
             ran = run_search(cmd, workdir, log, timeout=args.timeout)
-            numbers = {**layout_numbers(storage, name, args.batch, busy), "search_wall_s": ran["wall_s"]}
+            numbers = {**layout_numbers(storage, name, args.batch, busy, workers), "search_wall_s": ran["wall_s"]}
             results["layouts"][layout] = numbers
             print(f"{workers} x {share:g}{' (cpu)' if device == 'cpu' else ''}: {numbers['pairs_per_s']:8.0f} pairs/s in aggregate "
                   f"(busy {fmt(numbers['busy_pct'], unit='%')}), {sum(numbers['trials'].values())} trials {numbers['trials']}, "
-                  f"search {ran['wall_s']:.0f} s, caps {numbers['memory_cap_gib']} GiB, {numbers['devices']}", flush=True)
+                  f"search {ran['wall_s']:.0f} s, trial wall fresh worker {fmt(numbers['trial_wall_fresh_s'], '.1f', ' s')} / reused "
+                  f"{fmt(numbers['trial_wall_reused_s'], '.1f', ' s')}, caps {numbers['memory_cap_gib']} GiB, {numbers['devices']}", flush=True)
         one = results["layouts"].get(args.layouts.split(",")[0])
         for layout, numbers in results["layouts"].items():
             if one and layout != args.layouts.split(",")[0]:

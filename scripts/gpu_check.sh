@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The GPU session's one prepared check. Before it, on the development machine: bash scripts/gpu_prepare.sh
-# Then: run(command="bash scripts/gpu_check.sh", carry=[".whl", ".gpudata"], timeout_s=...)
+# A device command may run 10 minutes at most, and the whole check takes longer (about 3 min of tests, 8-10 of
+# benchmark on an H200, by estimate), so a session runs it as two commands on the same warm machine:
+#   run(command="GPU_CHECK_SKIP_BENCH=1 bash scripts/gpu_check.sh", carry=[".whl", ".gpudata"], timeout_s=420)
+#   run(command="GPU_CHECK_SKIP_TESTS=1 bash scripts/gpu_check.sh", carry=[".whl", ".gpudata"], timeout_s=600)
+# (GPU_CHECK_LAYOUTS=1x1.0,4x0.25 or GPU_CHECK_STEPS=100 shorten the second if time is short.)
 # Installs the carried wheels into a folder on PYTHONPATH (the GPU machine has no registry), builds a random
 # all-MiniLM-L6-v2-shaped model, runs the gpu-marked tests and benchmarks/gpu_slices.py. Logs and JSON go to $OUT.
 #   GPU_CHECK_STEPS (200), GPU_CHECK_LAYOUTS (1x1.0,4x0.25,8x0.125), GPU_CHECK_SKIP_TESTS=1, GPU_CHECK_SKIP_BENCH=1
@@ -16,8 +20,12 @@ status=0
 if [ "$dry" = 0 ]; then
   nvidia-smi || true
   if ls .whl/*.whl >/dev/null 2>&1; then
-    SITE=$(mktemp -d /tmp/gpu_site.XXXX)
-    python -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl || { echo "wheel install failed"; exit 1; }
+    SITE=/tmp/gpu_check_site  # kept while the machine stays warm: the second command skips the install
+    if [ ! -f "$SITE/.installed" ]; then
+      rm -rf "$SITE"
+      python -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl || { echo "wheel install failed"; exit 1; }
+      touch "$SITE/.installed"
+    fi
     export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
   else
     echo "no .whl/: run scripts/gpu_prepare.sh here first and carry .whl" ; export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -52,7 +60,7 @@ if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
       cat "$OUT/make_model.json"
     fi
     timeout 1200 python benchmarks/gpu_slices.py "${model_args[@]}" --steps "${GPU_CHECK_STEPS:-200}" \
-      --layouts "${GPU_CHECK_LAYOUTS:-1x1.0,4x0.25,8x0.125}" --out "$OUT/gpu_slices.json" || status=1
+      --layouts "${GPU_CHECK_LAYOUTS:-1x1.0,4x0.25,8x0.125}" --timeout 240 --out "$OUT/gpu_slices.json" || status=1
     rm -rf "$OUT/minilm-random"  # weights do not need to come back
   else
     timeout 1200 python benchmarks/gpu_slices.py --dry-run --layouts "${GPU_CHECK_LAYOUTS:-1x1.0,2x0.5}" \

@@ -76,7 +76,9 @@ def test_evaluation_in_bf16_ranks_like_fp32(tiny_model, toy_data):
     evaluator.dtype = torch.float32
     in_fp32 = evaluator(model)
     assert in_bf16.keys() == in_fp32.keys()
-    assert all(abs(in_bf16[k] - in_fp32[k]) < 0.1 for k in in_fp32), (in_bf16, in_fp32)
+    # bf16 may swap near-tied documents of this random model: a few queries' ranks at most
+    tolerance = 3 / len(prepared.val_task.queries)
+    assert all(abs(in_bf16[k] - in_fp32[k]) <= tolerance for k in in_fp32), (in_bf16, in_fp32)
 
 
 def test_a_nan_loss_fails_on_cuda_at_its_step(tiny_model, toy_data, monkeypatch):
