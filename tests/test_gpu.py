@@ -154,6 +154,8 @@ def _greedy_trial_hook():
 def ray_with_greedy_hook():
     import ray
 
+    if ray.is_initialized():
+        ray.shutdown()  # another module's Ray has no hook
     # a local Ray the search reuses (its ensure_ray returns at once): every worker runs the hook first
     ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"worker_process_setup_hook": _greedy_trial_hook()})
     yield
