@@ -264,6 +264,8 @@ class TrainingConfig(Section):
     threads: int | None = _f(None, Rule(INT, 1, 1024, optional=True))
     precision: str = _f("fp32", Rule(STR, choices=PRECISIONS))
     device: str = _f("auto", Rule(STR))
+    # torch.compile the backbone (dynamic shapes): fewer, fused kernels on CUDA, at a compile per worker process
+    compile: bool = _f(False, Rule(BOOL))
     # progressive fine-tuning (autoembed/progressive.py): the backbone stays frozen for the first
     # unfreeze_head_pairs training rows, then unfreezes from the top, one layer per unfreeze_layer_pairs rows
     # (0: all at once); both 0 is off

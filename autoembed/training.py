@@ -20,7 +20,7 @@ import torch
 from autoembed.config import TrialConfig, embedding_dim
 from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task, synonym_pairs
 from autoembed.errors import AutoembedError, TrialFailed
-from autoembed.evaluation import RetrievalEvaluator, TokenCache
+from autoembed.evaluation import RetrievalEvaluator, TokenCache, device_tokens, to_device
 from autoembed.losses import Batch, compute_loss
 from autoembed.mining import BaseEmbeddings, Mined, mine_scored, mining_pool, pca_basis, pca_texts
 from autoembed.model import (
@@ -276,6 +276,8 @@ CPU_PIECE = 32
 
 
 def _embed(model, cache: TokenCache, idx: list[int], device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return model(device_tokens(cache, device).features(idx))["sentence_embedding"]
     if device.type != "cpu" or len(idx) <= CPU_PIECE:
         return model(cache.features(idx, device))["sentence_embedding"]
     order = np.argsort(-cache.lengths(idx), kind="stable")
@@ -284,6 +286,50 @@ def _embed(model, cache: TokenCache, idx: list[int], device: torch.device) -> to
         for start in range(0, len(order), CPU_PIECE)
     ]
     return torch.cat(pieces)[torch.from_numpy(np.argsort(order, kind="stable")).to(device)]
+
+
+# On CUDA the step loop does not wait for the GPU: reading a value back (``float(loss)``, ``if isfinite(loss)``) lets
+# the card run dry every step, and the host then pays about 40 ms a step whatever the batch (measured on an H200).
+# So there the loss is checked on the device, and read back every this many steps and before each evaluation.
+SYNC_EVERY = 50
+
+
+class _LossWatch:
+    """Non-finite losses on a CUDA device: the first bad step and its loss are kept on the card, read every
+    :data:`SYNC_EVERY` steps (and at step 1 and before each evaluation); a bad one fails the trial with the step it
+    happened at. ``progress`` gets, every step, the loss as last read."""
+
+    def __init__(self, device: torch.device, total: int, progress: Callable[[int, int, float], None] | None):
+        self.total, self.progress = total, progress
+        self.first_bad = torch.zeros((), dtype=torch.float64, device=device)  # 0: every loss so far is finite
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.loss = torch.full((), math.nan, dtype=torch.float64, device=device)
+        self.seen = math.nan
+
+    def step(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().double()
+        bad = ~torch.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = torch.where(bad, float(step), self.first_bad)
+        self.bad_loss = torch.where(bad, loss, self.bad_loss)
+        self.loss = loss
+        if step == 1 or step % SYNC_EVERY == 0:
+            self.check()
+        if self.progress is not None:
+            self.progress(step, self.total, self.seen)
+
+    def check(self) -> None:
+        first, bad, self.seen = torch.stack([self.first_bad, self.bad_loss, self.loss]).tolist()  # one read
+        if first:
+            raise TrialFailed(f"loss is {bad} at step {int(first)}")
+
+    def before(self, evaluate: Callable):
+        """``evaluate``, after checking the losses since the last read: no evaluation reports a diverged run."""
+
+        def checked(model):
+            self.check()
+            return evaluate(model)
+
+        return checked
 
 
 def train(
@@ -340,6 +386,10 @@ def _train(
     model = build_model(config, device=device, info=prepared.info, pca=prepared.pca)
     freeze_lowest_layers(model, t.freeze_layers)
     model.train()
+    if t.compile:
+        # the backbone only, with dynamic shapes (every batch pads to its own longest text); it pays on CUDA, where
+        # fusing kernels cuts the per-op launch cost that bounds small models, and costs a compile per process
+        model[0].auto_model.compile(dynamic=True)
     # WiSE-FT interpolates towards the step-0 weights: the base model's, and heads as they started
     start = {k: v.detach().clone() for k, v in model.state_dict().items()} if t.merge_base is not None else None
     techniques = Techniques(
@@ -367,6 +417,14 @@ def _train(
     def negatives(ex: Example) -> tuple[str, ...]:
         return ex.negatives + mined[ex.anchor][:n_mined] if mined else ex.negatives
 
+    # on CUDA losses are checked on the device (_LossWatch), which calls progress; on CPU every step, as always
+    watch = _LossWatch(device, total, progress) if device.type == "cuda" else None
+    if watch is not None:
+        evaluator, progress = watch.before(evaluator), None
+
+    def ids(values: list) -> torch.Tensor:
+        return to_device(values, device) if device.type == "cuda" else torch.tensor(values, device=device)
+
     reporter.start(total)
     torch.manual_seed(t.seed)
     history: list[tuple[int, dict[str, float]]] = []
@@ -393,17 +451,19 @@ def _train(
             batch = Batch(
                 anchors=anchors.float(),
                 positives=cands[: len(p_idx)].float(),
-                anchor_ids=torch.tensor(a_idx, device=device),
-                positive_ids=torch.tensor(p_idx, device=device),
+                anchor_ids=ids(a_idx),
+                positive_ids=ids(p_idx),
                 negatives=cands[len(p_idx) :].float() if n_idx else None,
-                negative_ids=torch.tensor(n_idx, device=device) if n_idx else None,
-                neg_owner=torch.tensor(owner, device=device) if n_idx else None,
-                labels=torch.tensor([ex.label for ex in examples], device=device) if examples[0].label is not None else None,
+                negative_ids=ids(n_idx) if n_idx else None,
+                neg_owner=ids(owner) if n_idx else None,
+                labels=ids([ex.label for ex in examples]) if examples[0].label is not None else None,
             )
             loss = compute_loss(config.loss, batch)
             if techniques.adds_loss:
                 loss = loss + techniques.extra_loss(examples, batch.anchors, batch.positives, step)
-        if not torch.isfinite(loss):
+        if watch is not None:
+            watch.step(loss, step + 1)
+        elif not torch.isfinite(loss):
             raise TrialFailed(f"loss is {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from autoembed.config import DataConfig, TrialConfig
 from autoembed.data import RetrievalTask
-from autoembed.evaluation import RetrievalEvaluator, TokenCache, encode, ranking_metrics, top_k
+from autoembed.evaluation import DeviceTokens, RetrievalEvaluator, TokenCache, encode, ranking_metrics, top_k
 from autoembed.model import build_model
 
 TEXTS = [
@@ -149,3 +149,30 @@ def test_encode_on_cpu_uses_small_batches(model):
         assert sizes == [20, 20, 20, 10]
     finally:
         handle.remove()
+
+
+def test_device_tokens_pad_exactly_like_the_host_cache(model):
+    """The batches CUDA gathers on the card are the host's, token for token (here gathered on the CPU)."""
+    texts = [f"pain {'of the arm ' * (i % 7)}{i}" for i in range(40)] + ["", "fever"]
+    cache = TokenCache.build(model.tokenizer, texts, 12)
+    on_device = DeviceTokens(cache, "cpu")
+    gen = np.random.default_rng(0)
+    for size in (1, 2, 5, 17, len(cache.texts)):
+        idx = gen.choice(len(cache.texts), size, replace=False).tolist()
+        host, gathered = cache.features(idx), on_device.features(idx)
+        assert list(host) == list(gathered)
+        for key in host:
+            assert gathered[key].dtype == host[key].dtype and torch.equal(gathered[key], host[key]), key
+
+
+def test_a_pickled_cache_leaves_its_device_copies_behind(model):
+    """Ray ships the prepared cache to workers; a copy made on the driver's device must not travel with it."""
+    import pickle
+
+    from autoembed.evaluation import device_tokens
+
+    cache = TokenCache.build(model.tokenizer, TEXTS, 16)
+    assert device_tokens(cache, "cpu") is device_tokens(cache, "cpu")  # made once per device
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.on_device == {} and copy.texts == cache.texts and copy.index == cache.index
+    assert torch.equal(device_tokens(copy, "cpu").features([0, 1])["input_ids"], cache.features([0, 1])["input_ids"])

@@ -157,6 +157,8 @@ def ray_outcomes(ray_cluster, tmp_path_factory, tiny_model, toy_data):
         "2",
         "--cpus-per-trial",
         "1",
+        "--gpus-per-trial",
+        "0",
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -206,6 +208,17 @@ def test_ray_prunes_fails_and_completes_trials_alone(ray_outcomes):
 
 
 @pytest.mark.slow
+def test_no_gpu_slice_trains_on_the_cpu(ray_outcomes):
+    """--gpus-per-trial 0: the recorded config pins the CPU (not ``auto``, which would take a GPU nobody accounted
+    for), and the worker says it ran there."""
+    _, url, _ = ray_outcomes
+    trials = load_existing("outcomes", url).get_trials()
+    assert trials and all(t.user_attrs["config"]["training"]["device"] == "cpu" for t in trials)
+    ran = [t for t in trials if "where" in t.user_attrs]
+    assert ran and all(t.user_attrs["device"].startswith("cpu") and t.user_attrs["where"]["slice"] == 0 for t in ran)
+    assert all("memory_cap_gib" not in t.user_attrs["where"] for t in ran)
+
+
 def test_ray_search_prints_only_ours(ray_outcomes):
     root, _, result = ray_outcomes
     summary = json.loads(result.stdout)  # stdout is one JSON object: Tune printed nothing there

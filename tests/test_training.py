@@ -281,6 +281,43 @@ def test_a_non_finite_loss_fails_the_trial(tiny_model, toy_data, monkeypatch):
         train(toy_config(tiny_model, toy_data))
 
 
+def test_compiled_backbone_trains_like_the_eager_one(tiny_model, toy_data):
+    """training.compile: true compiles the backbone (pays on CUDA; here the CPU, where it must still be right)."""
+    eager = train(toy_config(tiny_model, toy_data))
+    compiled = train(toy_config(tiny_model, toy_data, **{"training.compile": True}))
+    assert compiled.model[0].auto_model._compiled_call_impl is not None
+    assert eager.model[0].auto_model._compiled_call_impl is None
+    a, b = weights(eager.model), weights(compiled.model)
+    assert a.keys() == b.keys()  # compiling in place keeps the names a recipe saves and loads
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert compiled.value == pytest.approx(eager.value, abs=0.05)
+
+
+def test_the_device_side_loss_watch_fails_at_the_first_bad_step():
+    """CUDA reads the loss back only every SYNC_EVERY steps; the failure still names the step the loss went bad at,
+    and progress sees every step with the loss last read. (The watch runs on any device; CUDA is where it is used.)"""
+    from autoembed.training import SYNC_EVERY, _LossWatch
+
+    seen: list[tuple[int, int, float]] = []
+    watch = _LossWatch(torch.device("cpu"), 200, lambda step, total, loss: seen.append((step, total, loss)))
+    evaluate = watch.before(lambda model: {"recall@10": 0.5})
+    for step in range(1, SYNC_EVERY + 1):
+        watch.step(torch.tensor(float(step), requires_grad=True) * 1.0, step)
+    assert [s for s, _, _ in seen] == list(range(1, SYNC_EVERY + 1))
+    assert seen[0][2] == 1.0 and seen[1][2] == 1.0  # read at step 1, then not again until SYNC_EVERY
+    assert seen[-1][2] == float(SYNC_EVERY)
+    assert evaluate(None) == {"recall@10": 0.5}
+    watch.step(torch.tensor(float("inf")), SYNC_EVERY + 1)
+    watch.step(torch.tensor(float("nan")), SYNC_EVERY + 2)  # only the first bad step is kept
+    with pytest.raises(TrialFailed, match=f"^loss is inf at step {SYNC_EVERY + 1}$"):
+        evaluate(None)  # an evaluation never reports a diverged run
+    late = _LossWatch(torch.device("cpu"), 200, None)
+    for step in range(1, SYNC_EVERY):
+        late.step(torch.tensor(float("nan") if step == 7 else 1.0), step)
+    with pytest.raises(TrialFailed, match="^loss is nan at step 7$"):
+        late.step(torch.tensor(1.0), SYNC_EVERY)
+
+
 @pytest.mark.parametrize(
     ("n_train", "batch_size", "epochs", "max_steps", "expected"),
     [
