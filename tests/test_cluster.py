@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,21 +54,31 @@ class Cluster:
     def __init__(self, root: Path):
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.temp = root / "ray"  # its own session folder: nothing shared with another Ray on the machine
+        self.root = root
+        # its own session folder, nothing shared with another Ray on the machine; short, since a node's unix socket
+        # paths live under it and may not exceed 107 bytes
+        self.temp = Path(tempfile.mkdtemp(prefix="ae-ray-", dir="/tmp"))
         self.procs: list[subprocess.Popen] = []
 
     def start(self, *args: str) -> subprocess.Popen:
         cmd = ["ray", "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args]
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        log = open(self.root / f"ray-start-{len(self.procs)}.log", "w")  # noqa: SIM115 - the process writes it while it runs
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
     def up(self) -> None:
         self.start("--head", "--port", str(self.port), "--include-dashboard", "false", "--temp-dir", str(self.temp))
+        self.wait_for(1)  # a worker started before the head answers gives up at once
         self.worker = self.start("--address", self.address)
-        deadline = time.monotonic() + 180
-        while _alive_nodes(self.address) < 2:
-            assert time.monotonic() < deadline, "the two Ray nodes never came up"
+        self.wait_for(2)
+
+    def wait_for(self, nodes: int) -> None:
+        deadline = time.monotonic() + 240
+        while _alive_nodes(self.address) < nodes:
+            assert time.monotonic() < deadline, f"the Ray cluster never had {nodes} alive nodes"
+            for i, p in enumerate(self.procs):
+                assert p.poll() is None, (self.root / f"ray-start-{i}.log").read_text()[-3000:]
             time.sleep(2)
 
     def down(self) -> None:
@@ -79,6 +90,7 @@ class Cluster:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture
