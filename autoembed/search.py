@@ -217,56 +217,58 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
     # a resource request no node can meet, bad data and bad samples all surface before the study exists: a study
     # created by a failed start would be resumed later without its starting points
     runner.check(options, display)
-    arm()  # after Ray's start, which replaces the SIGTERM handler
-    plan = stored_plan(options)
-    if plan is None:  # a new study: measure and plan (a study that exists keeps the plan its trials ran with)
-        if options.timeout:
-            display.note("planning the budget: timing a few training steps and an encoding pass ...")
-        plan = make_plan(space, base, info, timeout=options.timeout, base_sections=options.base)
-    base = plan.apply(base, space)
-    if plan.line:
-        display.note(plan.line)
-    for warning in plan.warnings:
-        display.note(f"warning: {warning}")
-    display.note("reading data and tokenizing once for the whole study ...")
-    probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
-    prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
-    dataset = prepared.dataset
-    extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
-    provenance = driver_provenance(options, space, base, extra)
-    study, resumed = open_study(options, space, info.hidden_size, plan)
-    n_failed = fail_interrupted(study)
-    if resumed or n_failed:
-        display.note(
-            f"joining study {options.study!r}: {finished_count(study)} finished trials kept"
-            + (f", {n_failed} interrupted trials marked FAIL (their driver is gone)" if n_failed else "")
-        )
-    record_provenance(study, provenance, space)
-    coordinator = Coordinator(study, space, base, options, info.hidden_size, display, provenance=provenance)
-    display.begin(study)
-    reason = "the search stopped before this trial ended"
     try:
-        if finished_count(study) >= options.trials:
-            display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
-        else:
-            runner.run(coordinator, prepared)
-    except SearchInterrupted as exc:
-        reason = f"interrupted by {exc.name}; rerun the search to resume"
-        exc.failed = coordinator.running()
-        raise
-    except KeyboardInterrupt:
-        if not _received:
-            reason = "interrupted by the user; rerun the search to resume"
+        arm()  # after Ray's start, which replaces the SIGTERM handler
+        plan = stored_plan(options)
+        if plan is None:  # a new study: measure and plan (a study that exists keeps the plan its trials ran with)
+            if options.timeout:
+                display.note("planning the budget: timing a few training steps and an encoding pass ...")
+            plan = make_plan(space, base, info, timeout=options.timeout, base_sections=options.base)
+        base = plan.apply(base, space)
+        if plan.line:
+            display.note(plan.line)
+        for warning in plan.warnings:
+            display.note(f"warning: {warning}")
+        display.note("reading data and tokenizing once for the whole study ...")
+        probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
+        prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
+        dataset = prepared.dataset
+        extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
+        provenance = driver_provenance(options, space, base, extra)
+        study, resumed = open_study(options, space, info.hidden_size, plan)
+        n_failed = fail_interrupted(study)
+        if resumed or n_failed:
+            display.note(
+                f"joining study {options.study!r}: {finished_count(study)} finished trials kept"
+                + (f", {n_failed} interrupted trials marked FAIL (their driver is gone)" if n_failed else "")
+            )
+        record_provenance(study, provenance, space)
+        coordinator = Coordinator(study, space, base, options, info.hidden_size, display, provenance=provenance)
+        display.begin(study)
+        reason = "the search stopped before this trial ended"
+        try:
+            if finished_count(study) >= options.trials:
+                display.note(f"study already has {finished_count(study)} finished trials (--trials {options.trials}); nothing to run")
+            else:
+                runner.run(coordinator, prepared)
+        except SearchInterrupted as exc:
+            reason = f"interrupted by {exc.name}; rerun the search to resume"
+            exc.failed = coordinator.running()
             raise
-        # our handler's SearchInterrupted came back as a plain KeyboardInterrupt (a library caught and re-raised it)
-        interrupted = SearchInterrupted(_received[0])
-        reason = f"interrupted by {interrupted.name}; rerun the search to resume"
-        interrupted.failed = coordinator.running()
-        raise interrupted from None
+        except KeyboardInterrupt:
+            if not _received:
+                reason = "interrupted by the user; rerun the search to resume"
+                raise
+            # our handler's SearchInterrupted came back as a plain KeyboardInterrupt (a library caught and re-raised it)
+            interrupted = SearchInterrupted(_received[0])
+            reason = f"interrupted by {interrupted.name}; rerun the search to resume"
+            interrupted.failed = coordinator.running()
+            raise interrupted from None
+        finally:
+            coordinator.close(reason)
+            display.end()
     finally:
-        coordinator.close(reason)
-        runner.close()
-        display.end()
+        runner.close()  # also when planning, reading the data or opening the study failed
     # COUNT queries: loading every trial of a study of thousands takes seconds
     counts = {state.name: count_trials(study, (state,)) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     best = None
