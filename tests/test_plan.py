@@ -66,7 +66,10 @@ def test_what_the_user_sets_wins(tmp_path, tiny_model, toy_data):
 
 
 def test_a_tight_budget_warns(tmp_path, tiny_model, toy_data):
-    plan = make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=0.05, base_sections={})
+    # the space fixes the trial length, so the plan cannot shorten it: a thousand epochs of the toy data take far
+    # longer than a second on any machine
+    s = space(tmp_path, "fixed: {training.epochs: 1000.0}")
+    plan = make_plan(s, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=1, base_sections={})
     assert plan.warnings and "trials" in plan.warnings[0] and "fit in" in plan.warnings[0]
 
 
