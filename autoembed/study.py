@@ -350,6 +350,7 @@ class TrialRecorder:
         self.pruned = False
         self.done = False
         self.state = TrialState.RUNNING
+        self.last_step: int | None = None  # the optimizer step of the last recorded evaluation
         self.started = datetime.datetime.now()
         trial.set_user_attr("config", config.to_dict())
 
@@ -408,8 +409,8 @@ class TrialRecorder:
             for key, val in (extra or {}).items():
                 self.trial.set_user_attr(key, val)
             if self.pruned:
-                self.trial.set_user_attr("pruned_at_step", getattr(self, "last_step", None))
-                if self.history and getattr(self, "last_step", None) != self.history[-1][0]:
+                self.trial.set_user_attr("pruned_at_step", self.last_step)
+                if self.history and self.last_step != self.history[-1][0]:
                     self.trial.set_user_attr("pruned_at_pairs", self.history[-1][0])
             elif value is not None and math.isfinite(value):
                 self.trial.set_user_attr("value_step", step)

@@ -282,8 +282,8 @@ class Coordinator:
         if outcome.get("where", {}).get("device"):
             extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
         if outcome.get("fail_reason"):
-            for key, val in extra.items():
-                recorder.trial.set_user_attr(key, val)
+            for name, val in extra.items():
+                recorder.trial.set_user_attr(name, val)
             self.failures += 1
             state = recorder.fail(mask_text(str(outcome["fail_reason"]), self.options.storage_url), seconds=seconds)
         else:
