@@ -34,6 +34,7 @@ from autoembed.study import (
     TrialRecorder,
     claimed_count,
     default_storage,
+    deferred,
     fail_interrupted,
     mask_text,
     storage_folder,
@@ -233,19 +234,22 @@ class Coordinator:
         # and a trial's sample can be traced (TPE samples lazily, so the seed set after ask() applies)
         seed = trial_seed(self.options.seed, trial.number)
         self.study.sampler = self.space.build_sampler(seed=seed, n_workers=self.options.workers)
-        trial.set_user_attr("sampler_seed", seed)
-        if self.provenance is not None:
-            trial.set_user_attr("provenance", self.provenance)
         try:
-            # sample() ends in config.finalize: what is stored on the trial is exactly what trains
-            config = self.space.sample(
-                trial, self.base, hidden_size=self.hidden_size, threads=self.threads(), gpus=self.options.gpus_per_trial
-            )
+            # the seed, provenance, sampled params and config go in one transaction, and TPE's listings of the
+            # study read the database once for this trial (see StudyCache.deferred)
+            with deferred(self.study, trial._trial_id):
+                trial.set_user_attr("sampler_seed", seed)
+                if self.provenance is not None:
+                    trial.set_user_attr("provenance", self.provenance)
+                # sample() ends in config.finalize: what is stored on the trial is exactly what trains
+                config = self.space.sample(
+                    trial, self.base, hidden_size=self.hidden_size, threads=self.threads(), gpus=self.options.gpus_per_trial
+                )
+                recorder = TrialRecorder(self.study, trial, config, self.space.metric)
         except AutoembedError as exc:
             self.failures += 1
             self._refuse(trial, str(exc))
             return None
-        recorder = TrialRecorder(self.study, trial, config, self.space.metric)
         recorder.started_at = time.monotonic()
         self.recorders[key] = recorder
         self.display.started(trial.number, trial.params)

@@ -203,6 +203,7 @@ def run_simulation(args: argparse.Namespace, workdir: Path) -> tuple[str, Timers
     from rich.console import Console
 
     from autoembed import raytune
+    from autoembed.plan import Plan
     from autoembed.progress import SearchDisplay
     from autoembed.search import base_config, open_study, record_provenance
     from autoembed.space import SearchSpace
@@ -218,7 +219,7 @@ def run_simulation(args: argparse.Namespace, workdir: Path) -> tuple[str, Timers
     base = base_config(options, space.metric)
     # the display formats and prints every line as a real search does; the lines go nowhere
     display = SearchDisplay(Console(file=open(os.devnull, "w"), force_terminal=False), options, live=False, metric=space.metric)  # noqa: SIM115
-    study, _ = open_study(options, space, HIDDEN)
+    study, _ = open_study(options, space, HIDDEN, Plan())  # no --timeout: no plan
     record_provenance(study, {"model": "simulated-model", "seed": 0}, space)
     coordinator = Coordinator(study, space, base, options, HIDDEN, display, provenance={"model": "simulated-model", "seed": 0})
 

@@ -319,3 +319,102 @@ def test_read_trials_gives_what_optuna_gives(study_url):
     assert _canonical(read_trials(readonly)) == _canonical(readonly.get_trials(deepcopy=False)) == _canonical(expected)
     subset = read_trials(study, user_attrs=("train_seconds",))
     assert [t.user_attrs for t in subset] == [{k: v for k, v in t.user_attrs.items() if k == "train_seconds"} for t in expected]
+
+
+class _Statements:
+    """Counts the SQL statements and commits an engine runs (SQLAlchemy's events), to see what reaches the database."""
+
+    def __init__(self, engine):
+        import sqlalchemy
+
+        self.statements, self.commits = [], 0
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self._statement)
+        sqlalchemy.event.listen(engine, "commit", self._commit)
+
+    def _statement(self, conn, cursor, statement, *args):
+        self.statements.append(statement)
+
+    def _commit(self, conn):
+        self.commits += 1
+
+    def reset(self):
+        self.statements, self.commits = [], 0
+
+    def writes(self) -> list[str]:
+        return [s for s in self.statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+
+
+def test_deferred_writes_go_in_one_transaction_and_match_optuna(study_url):
+    """Inside StudyCache.deferred a trial's params, attributes and curve reach the database in one transaction at the
+    end of the block, not before; what is then stored is what Optuna's own writes store (a fresh, uncached read equals
+    the same trial written through a plain RDBStorage), and the driver reads its running trial from memory."""
+    from autoembed.study import deferred
+
+    name = f"defer-{uuid.uuid4().hex[:8]}"
+    cached, plain = (
+        optuna.create_study(study_name=n, storage=s, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        for n, s in ((name, make_storage(study_url)), (name + "-plain", optuna.storages.RDBStorage(study_url)))
+    )
+    fresh = optuna.storages.RDBStorage(study_url)
+    counter = _Statements(cached._storage._backend.engine)
+    for study in (plain, cached):
+        trial = study.ask()
+        counter.reset()
+        with deferred(study, trial._trial_id):
+            trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+            trial.suggest_int("n", 1, 4)
+            trial.suggest_categorical("dim", [None, 128])
+            trial.set_user_attr("config", {"training": {"lr": 0.1}, "list": [1, 2]})
+            trial.set_user_attr("config", {"training": {"lr": 0.2}})  # set twice: the last value is stored
+            trial.report(0.25, 100)
+            trial.report(float("nan"), 200)
+            if study is cached:
+                assert not counter.writes() and fresh.get_trial(trial._trial_id).params == {}  # nothing sent yet
+                counter.reset()
+        if study is cached:
+            assert counter.writes() and counter.commits == 1, counter.statements  # the flush: one transaction
+            counter.reset()
+            assert cached._storage.get_trial(trial._trial_id).params == trial.params
+            assert counter.statements == []  # the running trial is read from memory
+            assert trial.should_prune() is False
+        study.tell(trial, 0.5)
+    a, b = (fresh.get_all_trials(fresh.get_study_id_from_name(n))[0] for n in (name, name + "-plain"))
+    for field in ("params", "distributions", "user_attrs", "system_attrs", "state", "values"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.intermediate_values[100] == 0.25 and math.isnan(a.intermediate_values[200])
+    assert _canonical(cached.get_trials(deepcopy=False)) == _canonical(fresh.get_all_trials(cached._study_id))
+
+
+def test_deferred_block_that_raises_sends_its_writes_with_the_next(study_url):
+    """A block that raises sends nothing; its held writes go with the trial's next write (here its FAIL), so a
+    refused trial still shows what was sampled."""
+    from autoembed.study import deferred
+
+    name = f"defer-raise-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    fresh = optuna.storages.RDBStorage(study_url)
+    trial = study.ask()
+    with pytest.raises(RuntimeError), deferred(study, trial._trial_id):
+        trial.suggest_float("x", 0, 1)
+        raise RuntimeError("bad config")
+    assert fresh.get_trial(trial._trial_id).params == {}
+    trial.set_user_attr("fail_reason", "bad config")
+    study.tell(trial, state=TrialState.FAIL)
+    stored = fresh.get_trial(trial._trial_id)
+    assert stored.state == TrialState.FAIL and set(stored.params) == {"x"} and stored.user_attrs == {"fail_reason": "bad config"}
+
+
+def test_a_trial_another_driver_ended_refuses_deferred_writes(study_url):
+    """Another driver ends this driver's trial (its heartbeats looked stale): the held writes fail at the flush with
+    Optuna's UpdateFinishedTrialError, which the recorder turns into 'lost' (it stops writing), and nothing of them
+    is stored."""
+    name = f"defer-lost-{uuid.uuid4().hex[:8]}"
+    one = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    trial = one.ask()
+    recorder = TrialRecorder(one, trial, CONFIG, "recall@10")
+    two._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    recorder.report(100, {"recall@10": 0.5})
+    assert recorder.done and recorder.state == TrialState.FAIL
+    stored = optuna.storages.RDBStorage(study_url).get_trial(trial._trial_id)
+    assert stored.state == TrialState.FAIL and stored.intermediate_values == {} and "last_metrics" not in stored.user_attrs
