@@ -41,6 +41,7 @@ from autoembed.study import (
     suspect_ids,
     validate_study_name,
 )
+from autoembed.export import export_model
 from autoembed.training import Prepared, train
 from autoembed.yamlio import load_yaml
 
@@ -281,7 +282,7 @@ class Coordinator:
             return
         seconds = float(outcome.get("train_seconds") or (time.monotonic() - recorder.started_at))
         self.trial_seconds += seconds
-        keys = ("embedding_dim", "steps", "total_steps", "where", "merge_alpha", "merge_scores", "value_pairs")
+        keys = ("embedding_dim", "steps", "total_steps", "where", "merge_alpha", "merge_scores", "value_pairs", "export")
         extra = {k: outcome[k] for k in keys if outcome.get(k) is not None}
         if outcome.get("where", {}).get("device"):
             extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
@@ -316,8 +317,14 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, Any]:
-    """What a finished training run sends back to the driver (from a Ray worker, or inline)."""
+    """What a finished training run sends back to the driver (from a Ray worker, or inline).
+
+    A config with an ``export`` section (PCA, fp16) has it measured here too, on the trained model (which is not
+    kept): the study then records what the export would give (the dashboard's PCA points) beside the trained value.
+    """
+    exported = export_model(result.model, config, result.prepared, result.metrics) if result.model is not None else {}
     return {
+        **({"export": exported} if exported else {}),
         "value": result.value,
         "value_step": result.value_step,
         "value_pairs": result.value_pairs,

@@ -416,3 +416,36 @@ def test_unknown_key_in_a_study_yaml_names_file_line_and_key(tmp_path, monkeypat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "x.yaml:4: trails: unknown key 'trails'; expected one of: name, study, model" in lines[0]
     assert not Path("studies").exists()
+
+
+def test_a_trial_measures_the_export_its_config_asks_for(tmp_path, tiny_model, toy_data):
+    """A space that fixes export.pca_variance: each completed trial records what PCA gives on its model (dimension,
+    variance kept, the objective before and after), and the dashboard plots those points beside the trained ones."""
+    from autoembed.dashboard import data as dashboard_data
+    from autoembed.dashboard import figures
+
+    space = (
+        "metric: recall@1\n"
+        "params:\n"
+        "  backbone_lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n"
+        "fixed: {training.max_steps: 4, training.batch_size: 8, evaluation.every_steps: 4, data.max_seq_length: 16,"
+        " export.pca_variance: 0.9}\n"
+        "pruner: {type: none}\n"
+        "sampler: {type: random}\n"
+    )
+    opts = options(tmp_path, "pca", space, tiny_model, toy_data, trials=2, executor="inline")
+    run_search(opts)
+    trials = load_existing("pca", opts.storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    for t in trials:
+        pca = t.user_attrs["export"]["pca"]
+        assert pca["variance"] >= 0.9 and pca["dim"] <= pca["input_dim"] == t.user_attrs["embedding_dim"]
+        assert pca["recall@1_before"] == t.value  # the trained model's value, then the projected one
+        assert 0.0 <= pca["recall@1_after"] <= 1.0
+    info = dashboard_data._get_pareto_info(trials, optuna.study.StudyDirection.MAXIMIZE, "recall@1")
+    assert [(d, v, n) for d, v, n, _ in info.pca] == [
+        (t.user_attrs["export"]["pca"]["dim"], t.user_attrs["export"]["pca"]["recall@1_after"], t.number) for t in trials
+    ]
+    fig = figures._get_pareto_plot(info, "recall@1")
+    assert [trace.name for trace in fig.data][-1].startswith("PCA at export")
+    assert list(fig.data[-1].x) == [p[0] for p in info.pca]

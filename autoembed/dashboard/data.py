@@ -298,6 +298,8 @@ class _ParetoInfo:
     dims: list[int]
     values: list[float]
     front: list[int]  # trial numbers on the front, by increasing dimension
+    # (dimension, objective after PCA, trial number, variance kept) of trials whose config exported with PCA
+    pca: list[tuple[int, float, int, float]] = dataclasses.field(default_factory=list)
 
 
 def _pareto_front(points: Sequence[tuple[int, float, int]], direction: StudyDirection) -> list[int]:
@@ -316,14 +318,26 @@ def _pareto_front(points: Sequence[tuple[int, float, int]], direction: StudyDire
     return front
 
 
-def _get_pareto_info(trials: Sequence[FrozenTrial], direction: StudyDirection) -> _ParetoInfo:
-    """Objective against the embedding dimension of the completed trials, with the Pareto front."""
-    points = [(d, _finite_value(t), t.number) for t in _completed(trials) if (d := _embedding_dim(t)) is not None]
+def _pca_point(trial: FrozenTrial, objective: str) -> tuple[int, float, int, float] | None:
+    """The trial's model after its export's PCA (``export.pca_variance``): (dimension, objective, number, variance)."""
+    pca = (trial.user_attrs.get("export") or {}).get("pca") or {}
+    value = pca.get(f"{objective}_after")
+    if not isinstance(pca.get("dim"), int) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return pca["dim"], float(value), trial.number, float(pca.get("variance") or 0.0)
+
+
+def _get_pareto_info(trials: Sequence[FrozenTrial], direction: StudyDirection, objective: str = "objective") -> _ParetoInfo:
+    """Objective against the embedding dimension of the completed trials, with the Pareto front (trained models),
+    and the PCA points of trials that measured their export."""
+    completed = _completed(trials)
+    points = [(d, _finite_value(t), t.number) for t in completed if (d := _embedding_dim(t)) is not None]
     return _ParetoInfo(
         numbers=[n for _, _, n in points],
         dims=[d for d, _, _ in points],
         values=[v for _, v, _ in points],
         front=_pareto_front(points, direction),
+        pca=[p for t in completed if (p := _pca_point(t, objective)) is not None],
     )
 
 

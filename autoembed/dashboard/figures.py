@@ -29,6 +29,7 @@ _COLORS = {
     "waiting": "#bcbd22",
     "saved": "#ff9896",
     "best": "#ff7f0e",
+    "pca": "#9467bd",
 }
 
 
@@ -161,7 +162,20 @@ def _get_pareto_plot(info: _ParetoInfo, objective: str) -> go.Figure:
             hovertemplate="trial %{customdata}<br>dimension %{x}<br>%{y:.4f}<extra></extra>",
         )
     )
-    dims = sorted(set(info.dims))
+    if info.pca:
+        fig.add_trace(
+            go.Scatter(
+                x=[d for d, _, _, _ in info.pca],
+                y=[v for _, v, _, _ in info.pca],
+                customdata=[[n, f"{var:.3f}"] for _, _, n, var in info.pca],
+                mode="markers",
+                name="PCA at export (the trial's model, projected)",
+                marker={"color": _COLORS["pca"], "size": 9, "symbol": "x"},
+                hovertemplate="trial %{customdata[0]} after PCA (variance %{customdata[1]})<br>dimension %{x}<br>"
+                "%{y:.4f}<extra></extra>",
+            )
+        )
+    dims = sorted(set(info.dims) | {d for d, _, _, _ in info.pca})
     fig.update_xaxes(type="log", tickvals=dims, ticktext=[str(d) for d in dims])
     return _layout(fig, height=420, xaxis_title="embedding dimension (log scale)", yaxis_title=objective)
 

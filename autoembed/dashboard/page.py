@@ -193,13 +193,13 @@ def _figure_sections(
         )
     )
 
-    pareto = _get_pareto_info(trials, direction)
+    pareto = _get_pareto_info(trials, direction, objective)
     sections.append(
         _figure(
             "pareto",
             f"{objective} against embedding dimension",
             "Smaller embeddings cost less to store and search. The front joins the trials that no trial with a "
-            "smaller or equal dimension beats.",
+            "smaller or equal dimension beats; crosses are trials' models after their export's PCA (export.pca_variance).",
             "fig-pareto",
             _get_pareto_plot(pareto, objective) if pareto.numbers else None,
             "No completed trial records its embedding dimension yet.",
