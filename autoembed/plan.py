@@ -9,7 +9,9 @@ times a few training steps and an encoding pass on the user's own data and model
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial;
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
 - the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the first grid point is
-  not judged), when the space leaves them out.
+  not judged), when the space leaves them out;
+- TPE's random start-up (``sampler.n_startup_trials``: the starting points, one random trial, then TPE, or a third
+  of the trials that fit, at most Optuna's default of 10), when the space leaves it out.
 
 Anything the space (``fixed``, a param's target, the pruner spec) or the study YAML's ``base`` sets wins. Without
 ``--timeout`` the plan only sets an evaluation grid, from the data's size, when none is set. The plan is stored
@@ -53,17 +55,24 @@ class Plan:
     line: str = ""
     warnings: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "pruner": self.pruner, "line": self.line, "measured": self.measured}
+        out = {"updates": self.updates, "pruner": self.pruner, "line": self.line, "measured": self.measured}
+        return out | ({"sampler": self.sampler} if self.sampler else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(dict(data.get("updates") or {}), dict(data.get("pruner") or {}), str(data.get("line") or ""), [], dict(data.get("measured") or {}))
+        return cls(
+            dict(data.get("updates") or {}), dict(data.get("pruner") or {}), str(data.get("line") or ""), [],
+            dict(data.get("measured") or {}), dict(data.get("sampler") or {}),
+        )  # fmt: skip
 
     def apply(self, base: TrialConfig, space: SearchSpace) -> TrialConfig:
-        """The base config with the plan's keys, and the space's pruner with its arguments."""
+        """The base config with the plan's keys, and the space's pruner and sampler with their arguments."""
         space.pruner.update(self.pruner)
+        if self.sampler and space.sampler.type == "tpe":
+            space.sampler = space.sampler.model_copy(update=self.sampler)
         return base.replace(**self.updates) if self.updates else base
 
 
@@ -135,6 +144,11 @@ def make_plan(
             plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
         if "n_warmup_steps" not in spec and grid:
             plan.pruner["n_warmup_steps"] = grid  # the first grid point is not judged
+    if space.sampler.type == "tpe" and space.sampler.n_startup_trials is None:
+        # TPE's random start-up (Optuna's default: 10 trials) must end while there is budget left: the starting
+        # points count toward it, then one random trial, then TPE, sampling near the best trials so far
+        starting = len(space.starting_points)
+        plan.sampler["n_startup_trials"] = max(starting + 1, min(10, round(fits / 3)))
     n = f"{fits:.0f}" if fits >= 2 else f"{fits:.1f}"
     plan.line = (
         f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "

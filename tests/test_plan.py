@@ -76,3 +76,24 @@ def test_a_tight_budget_warns(tmp_path, tiny_model, toy_data):
 @pytest.mark.parametrize("data", [{}, {"updates": {"evaluation.every_pairs": 512}, "pruner": {"n_warmup_steps": 512}, "line": "x"}])
 def test_a_plan_round_trips(data):
     assert Plan.from_dict(Plan.from_dict(data).to_dict()).to_dict() == Plan.from_dict(data).to_dict()
+
+
+def test_tpe_start_up_ends_within_the_budget_unless_the_space_sets_it(tmp_path, tiny_model, toy_data):
+    """A TPE sampler with no n_startup_trials: the plan sets it (the starting points, then at least one random trial,
+    at most Optuna's 10), the applied space builds its TPE with it, and a stored plan restores it. A space that sets
+    it keeps it; without --timeout nothing is set (Optuna's default)."""
+    import optuna
+
+    s = space(tmp_path)
+    s.starting_points = [{"backbone_lr": 1e-4, "batch_size": 8}, {"backbone_lr": 5e-5, "batch_size": 16}]
+    plan = make_plan(s, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={})
+    n = plan.sampler["n_startup_trials"]
+    assert 3 <= n <= 10
+    plan.apply(base(tiny_model, toy_data), s)
+    sampler = s.build_sampler(seed=0, n_workers=1)
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == n
+    assert Plan.from_dict(plan.to_dict()).sampler == {"n_startup_trials": n}
+    fixed = space(tmp_path)
+    fixed.sampler = fixed.sampler.model_copy(update={"n_startup_trials": 7})
+    assert make_plan(fixed, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={}).sampler == {}
+    assert make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=None, base_sections={}).sampler == {}
