@@ -51,13 +51,13 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
     t0 = time.perf_counter()
     try:
         result = train(config, prepared=prepared, reporter=Reporter())
+        outcome = trial_outcome(result, config, params["hidden_size"])  # with the export, when the config has one
     except Exception as exc:  # the trial fails alone; the reason goes into the study
         reason = trial_failure(exc)
         if reason.startswith("out of memory") and where.get("memory_cap_gib"):
             reason += f" (the trial's slice is {where['slice']:g} of the GPU: {where['memory_cap_gib']:.1f} GiB)"
         tune.report({"kind": "end", "outcome": {"fail_reason": reason, "train_seconds": time.perf_counter() - t0, "where": where}})
         return
-    outcome = trial_outcome(result, config, params["hidden_size"])
     tune.report({"kind": "end", "outcome": {**outcome, "where": where}})
 
 

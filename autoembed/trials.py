@@ -402,8 +402,9 @@ class InlineExecutor(Executor):
             t0 = time.perf_counter()
             try:
                 result = train(config, prepared=prepared, reporter=reporter)
+                outcome = trial_outcome(result, config, coordinator.hidden_size)
             except Exception as exc:  # a failing trial fails alone (an interruption ends the search: see run_search)
                 failed = {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0, "where": where}
                 coordinator.on_end(key, failed)
                 continue
-            coordinator.on_end(key, {**trial_outcome(result, config, coordinator.hidden_size), "where": where})
+            coordinator.on_end(key, {**outcome, "where": where})

@@ -211,7 +211,7 @@ def run_simulation(args: argparse.Namespace, workdir: Path) -> tuple[str, Timers
 
     name = f"scale-sim-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     options = SearchOptions(
-        study=name, model="simulated-model", train=str(workdir / "train.jsonl"), space=str(SPACE), trials=args.trials,
+        study=name, model="simulated-model", train=str(workdir / "train.jsonl"), space=str(args.space), trials=args.trials,
         storage=args.storage, workers=args.concurrency, gpus_per_trial=1.0, cpus_per_trial=1.0, executor="ray",
         seed=0, workdir=str(workdir),
     )  # fmt: skip
@@ -337,7 +337,7 @@ def add_synthetic_trials(name: str, url: str, n: int, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-def time_tpe_ask(name: str, url: str, repeats: int = 3) -> float:
+def time_tpe_ask(name: str, url: str, space_file: Path = SPACE, repeats: int = 3) -> float:
     """ask + sample on the study as it stands (each asked trial then told FAIL), median ms."""
     from optuna.trial import TrialState
 
@@ -346,8 +346,8 @@ def time_tpe_ask(name: str, url: str, repeats: int = 3) -> float:
     from autoembed.study import load_existing
     from autoembed.trials import SearchOptions
 
-    space = SearchSpace.from_yaml_file(str(SPACE))
-    options = SearchOptions(study=name, model="simulated-model", train="train.jsonl", space=str(SPACE))
+    space = SearchSpace.from_yaml_file(str(space_file))
+    options = SearchOptions(study=name, model="simulated-model", train="train.jsonl", space=str(space_file))
     base = base_config(options, space.metric)
     study = load_existing(name, url)
     times = []
@@ -387,7 +387,7 @@ def simulate(args: argparse.Namespace, workdir: Path) -> str:
     return name
 
 
-def readings(name: str, url: str, workdir: Path, target: int) -> None:
+def readings(name: str, url: str, workdir: Path, target: int, space_file: Path = SPACE) -> None:
     """status, dashboard and a TPE ask on the study as it is, then after topping it up to ``target`` trials."""
     from autoembed.study import load_existing
 
@@ -403,7 +403,7 @@ def readings(name: str, url: str, workdir: Path, target: int) -> None:
         dash_s, dash_bytes = time_dashboard(name, url, workdir / "dashboard.html")
         print(f"at {held} trials: status {status_s:.2f} s ({status_bytes / 1e6:.1f} MB JSON; goal <= 2 s at 10,000), "
               f"dashboard {dash_s:.2f} s ({dash_bytes / 1e6:.1f} MB page; goal <= 10 s at 10,000)", flush=True)  # fmt: skip
-        print(f"at {held} trials: TPE ask + sample {time_tpe_ask(name, url):.0f} ms (3 asks, each then told FAIL)", flush=True)
+        print(f"at {held} trials: TPE ask + sample {time_tpe_ask(name, url, space_file):.0f} ms (3 asks, each then told FAIL)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the driver's bookkeeping to this file")
     parser.add_argument("--readings-at", type=int, default=10_000, help="after the first reading, add synthetic finished trials until the study holds this many, and read again")
     parser.add_argument("--study", help="skip the simulation: take the readings on this existing study")
+    parser.add_argument("--space", type=Path, default=SPACE, help="the search space (default: the shipped default space)")
     args = parser.parse_args(argv)
     if not args.storage:
         parser.error("give --storage postgresql+psycopg://... (or set AUTOEMBED_TEST_POSTGRES_URL)")
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scale-sim-") as tmp:
         workdir = Path(tmp)
         name = args.study or simulate(args, workdir)
-        readings(name, args.storage, workdir, args.readings_at)
+        readings(name, args.storage, workdir, args.readings_at, args.space)
     return 0
 
 
