@@ -101,6 +101,11 @@ class StudyCache(_CachedStorage):
         self._owned: dict[int, _Owned] = {}  # trial id -> a trial this process runs (see deferred)
         self._held: dict[int, bool] = {}  # study id -> listing already read once while a trial's writes are deferred
         self._bulk = backend.engine.name in ("postgresql", "sqlite")
+        # Seconds a listing may lag behind *other* processes' writes (0: never). This process's own writes are in the
+        # listing at once (owned trials, trials it ended, and a trial it creates resets the clock), so a driver can
+        # set a second: the pruner and TPE list the study at every evaluation and every trial.
+        self.max_staleness = 0.0
+        self._refreshed: dict[int, float] = {}  # study id -> when its listing was last read
 
     # --- the trials this process runs: one record in memory, writes sent together ----------------------------
     #
@@ -118,6 +123,7 @@ class StudyCache(_CachedStorage):
     def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
         with self._lock:
+            self._refreshed.pop(study_id, None)  # the next listing reads it (an enqueued trial must be asked next)
             number = self._trial_id_to_study_id_and_number[trial_id][1]
             frozen = self._studies[study_id].trials[number]
         if frozen.state == TrialState.RUNNING:
@@ -327,6 +333,10 @@ class StudyCache(_CachedStorage):
                 return  # read once already while a trial's writes are deferred (see deferred)
             if study_id in self._held:
                 self._held[study_id] = True
+            now = time.monotonic()
+            if now - self._refreshed.get(study_id, -math.inf) < self.max_staleness:
+                return  # what this process wrote is in the cache already; other processes' changes may lag this long
+            self._refreshed[study_id] = now
             self._studies.setdefault(study_id, _StudyInfo())
             marks = self._marks.setdefault(study_id, {})
             # every trial below the oldest unfinished one is cached and finished, so it cannot change

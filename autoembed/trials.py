@@ -31,6 +31,7 @@ from autoembed.study import (
     HEARTBEAT_SECONDS,
     STUDIES_DIR,
     Heartbeat,
+    StudyCache,
     TrialRecorder,
     claimed_count,
     default_storage,
@@ -47,6 +48,8 @@ from autoembed.yamlio import load_yaml
 
 # the executors run_search can pick; each is an :class:`Executor` (``inline`` here, ``ray`` in raytune.py)
 EXECUTORS = ("ray", "inline")
+# how late other drivers' trials may show in this driver's listings of the study (see StudyCache.max_staleness)
+LISTING_STALENESS_SECONDS = 1.0
 
 
 @dataclass
@@ -177,6 +180,10 @@ class Coordinator:
         # and resumed runs of one study may differ
         self.provenance = provenance
         self.heartbeat = Heartbeat(study._storage)
+        if isinstance(study._storage, StudyCache):
+            # other drivers' trials may show up to a second late in the pruner's and TPE's listings; this driver's own
+            # are there at once (see StudyCache.max_staleness)
+            study._storage.max_staleness = LISTING_STALENESS_SECONDS
         self.fidelity = study.user_attrs.get("fidelity", "steps")
         self.last_sweep = -float("inf")
         self.suspects = False

@@ -418,3 +418,26 @@ def test_a_trial_another_driver_ended_refuses_deferred_writes(study_url):
     assert recorder.done and recorder.state == TrialState.FAIL
     stored = optuna.storages.RDBStorage(study_url).get_trial(trial._trial_id)
     assert stored.state == TrialState.FAIL and stored.intermediate_values == {} and "last_metrics" not in stored.user_attrs
+
+
+def test_a_listing_may_lag_other_drivers_but_never_this_one(study_url):
+    """With max_staleness, the listing skips the database for that long: another driver's new trial shows up late,
+    while this driver's own writes (a trial it creates or enqueues, its params, a trial it ends) show at once."""
+    name = f"stale-{uuid.uuid4().hex[:8]}"
+    one = optuna.create_study(study_name=name, storage=make_storage(study_url), direction="maximize")
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    one._storage.max_staleness = 3600.0
+    assert one.get_trials(deepcopy=False) == []
+    other = two.ask()  # another driver's trial: not read again within the hour
+    assert one.get_trials(deepcopy=False) == []
+    one.enqueue_trial({"x": 0.25})  # this driver's own: listed, and asked next
+    assert [t.state for t in one.get_trials(deepcopy=False)] == [TrialState.RUNNING, TrialState.WAITING]
+    mine = one.ask()
+    assert mine.suggest_float("x", 0, 1) == 0.25
+    one.tell(mine, 0.5)
+    listed = {t.number: t for t in one.get_trials(deepcopy=False)}
+    assert listed[mine.number].state == TrialState.COMPLETE and listed[mine.number].params == {"x": 0.25}
+    two.tell(other, 0.1)
+    assert {t.number: t.state for t in one.get_trials(deepcopy=False)}[other.number] == TrialState.RUNNING  # lags
+    one._storage.max_staleness = 0.0
+    assert {t.number: t.state for t in one.get_trials(deepcopy=False)}[other.number] == TrialState.COMPLETE
