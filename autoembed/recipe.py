@@ -191,6 +191,8 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
         "study": {"name": study_name, "trial": trial.number, "storage": mask_url(storage_url)},
         "space": study_prov.get("space"),
         **({"extra_train": study_prov["extra_train"]} if study_prov.get("extra_train") else {}),
+        # what the trial measured its export to give (PCA, fp16: validation before and after); train measures again
+        **({"export": trial.user_attrs["export"]} if trial.user_attrs.get("export") else {}),
         "versions": study_prov.get("versions") or versions(),
         "device": trial.user_attrs.get("device") or study_prov.get("device") or device_description(config.training.device),
         "exported_with": versions(),

@@ -449,3 +449,11 @@ def test_a_trial_measures_the_export_its_config_asks_for(tmp_path, tiny_model, t
     fig = figures._get_pareto_plot(info, "recall@1")
     assert [trace.name for trace in fig.data][-1].startswith("PCA at export")
     assert list(fig.data[-1].x) == [p[0] for p in info.pca]
+    # the recipe carries the export section and what the study measured it to give
+    from autoembed.recipe import export_recipe
+    from autoembed.yamlio import load_yaml
+
+    out = export_recipe("pca", opts.storage, tmp_path / "recipe.yaml")
+    recipe = load_yaml(tmp_path / "recipe.yaml")
+    best = next(t for t in trials if t.number == out["trial"])
+    assert recipe["export"]["pca_variance"] == 0.9 and recipe["provenance"]["export"] == best.user_attrs["export"]
