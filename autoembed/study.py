@@ -378,11 +378,10 @@ class StudyCache(_CachedStorage):
                 if t.state.is_finished():
                     marks.pop(t._trial_id, None)
                     self._owned.pop(t._trial_id, None)  # another driver ended it: writes to it now fail
-                elif owned is not None:
-                    # this process's record holds what it has not sent yet; the database's catches up at the flush
-                    self._studies[study_id].trials[t.number] = owned.trial
-                    marks[t._trial_id] = self._mark(t)
                 else:
+                    if owned is not None:
+                        # this process's record holds what it has not sent yet; the database's catches up at the flush
+                        self._studies[study_id].trials[t.number] = owned.trial
                     marks[t._trial_id] = self._mark(t)
 
 

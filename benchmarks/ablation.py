@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -66,14 +64,12 @@ def _child_cpu() -> float:
 
 
 def _run(args: list[str], log: Path) -> tuple[str, float, float]:
-    cpu0, wall0 = _child_cpu(), time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=fh, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(args)} failed with exit {proc.returncode}; see {log}")
-    return proc.stdout, _child_cpu() - cpu0, time.perf_counter() - wall0
+    """icd10.py's logged run, plus the CPU-seconds the command used."""
+    from icd10 import _run as run_logged
+
+    cpu0 = _child_cpu()
+    stdout, wall = run_logged(args, log)
+    return stdout, _child_cpu() - cpu0, wall
 
 
 def run_row(name: str, change: dict, out: Path, log: Path) -> dict:
