@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from optuna.trial import TrialState
 from rich.live import Live
 from rich.table import Table
 
@@ -66,10 +67,11 @@ class SearchDisplay:
         self._line(f"trial {number} {state} after {seconds:.0f}s at step {row['step']}{tail}")
 
     def best(self, study) -> None:
-        try:
-            trial = study.best_trial
-        except ValueError:
+        # from the driver's listing of the study (memory, at most a second behind other drivers), not a query per trial
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+        if not complete:
             return
+        trial = max(complete, key=lambda t: (t.value, -t.number))  # the study maximizes; the first of equals
         self.best_value, self.best_number = trial.value, trial.number
         self._refresh()
 

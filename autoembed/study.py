@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import math
+import queue
 import re
 import threading
 import time
@@ -102,10 +103,15 @@ class StudyCache(_CachedStorage):
         self._held: dict[int, bool] = {}  # study id -> listing already read once while a trial's writes are deferred
         self._bulk = backend.engine.name in ("postgresql", "sqlite")
         # Seconds a listing may lag behind *other* processes' writes (0: never). This process's own writes are in the
-        # listing at once (owned trials, trials it ended, and a trial it creates resets the clock), so a driver can
+        # listing at once (owned trials, trials it ended, and a trial it enqueues resets the clock), so a driver can
         # set a second: the pruner and TPE list the study at every evaluation and every trial.
         self.max_staleness = 0.0
         self._refreshed: dict[int, float] = {}  # study id -> when its listing was last read
+        # Write-behind (see start_writer): the held writes of owned trials go to the database from a writer thread
+        self._writes: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        self._write_error: BaseException | None = None  # the first write that failed; raised at the next sync point
+        self._lost: set[int] = set()  # owned trials another process ended (a write found them finished)
 
     # --- the trials this process runs: one record in memory, writes sent together ----------------------------
     #
@@ -123,16 +129,23 @@ class StudyCache(_CachedStorage):
     def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
         with self._lock:
-            self._refreshed.pop(study_id, None)  # the next listing reads it (an enqueued trial must be asked next)
             number = self._trial_id_to_study_id_and_number[trial_id][1]
             frozen = self._studies[study_id].trials[number]
+            if frozen.state != TrialState.RUNNING:
+                self._refreshed.pop(study_id, None)  # the next listing reads it (an enqueued trial must be asked next)
         if frozen.state == TrialState.RUNNING:
             self._own(trial_id, copy.deepcopy(frozen))
         return trial_id
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        owned = self._owned.get(trial_id)
+        if self._writes is not None and owned is not None and state.is_finished():
+            return self._end_behind(trial_id, owned, state, values)
         try:
+            self.drain()  # the trial's queued writes go before its end
             self.flush(trial_id)
+            if self._writes is not None:
+                self.drain()
             changed = self._backend.set_trial_state_values(trial_id, state=state, values=values)
         except Exception:
             with self._lock:
@@ -140,6 +153,13 @@ class StudyCache(_CachedStorage):
             raise
         if changed and state == TrialState.RUNNING:  # a waiting (enqueued) trial this process now runs
             self._own(trial_id, self._backend.get_trial(trial_id))
+            with self._lock:  # listed as running at once, as a trial this process creates is
+                study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                record = self._owned[trial_id].trial
+                if study_id in self._studies:
+                    self._studies[study_id].trials[number] = record
+                    if trial_id in self._marks.get(study_id, {}):
+                        self._marks[study_id][trial_id] = self._mark(record)
         elif state.is_finished():
             with self._lock:
                 owned = self._owned.pop(trial_id, None)
@@ -247,20 +267,132 @@ class StudyCache(_CachedStorage):
                 self.flush(trial_id)
 
     def flush(self, trial_id: int) -> None:
-        """Send the writes held for ``trial_id`` (one transaction)."""
+        """Send the writes held for ``trial_id`` (one transaction), or hand them to the writer thread if it runs."""
         with self._lock:
             owned = self._owned.get(trial_id)
             if owned is None or not owned.pending:
                 return
+            if trial_id in self._lost:
+                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} was ended by another process")
             batch = owned.take()
-            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+        if self._writes is not None:
+            self._raise_write_error()
+            self._writes.put((trial_id, owned, batch, None))
+            return
+        self._write_and_mark(trial_id, owned, batch)
+
+    def _write_and_mark(self, trial_id: int, owned: _Owned, batch: tuple[list, dict, dict, dict]) -> None:
         self._write(trial_id, *batch)
         with self._lock:
             # the listing shows the record as now stored, and its mark follows, so it is not read back for this
+            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
             marks = self._marks.get(study_id, {})
             if trial_id in marks and owned.trial.state == marks[trial_id][0]:
                 marks[trial_id] = self._mark(owned.trial)
                 self._studies[study_id].trials[number] = owned.trial
+
+    # --- write-behind ------------------------------------------------------------------------------------------
+    #
+    # A trial's evaluations and its sampled params are written while the driver goes on: each held batch is one
+    # transaction, sent in order by one writer thread, so the driver's thread does not wait for the database at every
+    # evaluation (under load most of its bookkeeping time: benchmarks/scale_sim.py). This process reads its own
+    # trials from memory, so it never sees the lag; other processes see a trial's evaluations a few milliseconds
+    # late. Ending a trial (``set_trial_state_values``) first waits for every queued write, so a finished trial's
+    # record is whole and in order. A write that fails is raised at the next write or end; a write to a trial another
+    # driver ended marks that trial lost (its next write raises UpdateFinishedTrialError, as a direct write would).
+    # If the process dies (kill -9), the writes still queued are lost with it; the trial they belong to is RUNNING
+    # and is marked FAIL once its heartbeats stop, as before.
+
+    def start_writer(self) -> None:
+        """Send owned trials' writes from a writer thread from now on (see above); ``stop_writer`` ends it."""
+        if self._writer is not None:
+            return
+        self._writes = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="autoembed-study-writer", daemon=True)
+        self._writer.start()
+
+    def _end_behind(self, trial_id: int, owned: _Owned, state: TrialState, values) -> bool:
+        """End an owned trial through the writer: the listing and ``get_trial`` show it ended at once, the database
+        once its queued writes and then its end are sent (see _write_loop)."""
+        with self._lock:
+            if trial_id in self._lost:
+                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} was ended by another process")
+        self._raise_write_error()
+        with self._lock:
+            batch = owned.take()
+            record = owned.trial
+            record.state = state
+            record.values = list(values) if values is not None else None
+            record.datetime_complete = datetime.datetime.now()  # the stored one is read back after the write
+            study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+            self._marks.get(study_id, {}).pop(trial_id, None)
+            self._studies[study_id].trials[number] = record
+        self._writes.put((trial_id, owned, batch, (state, values)))
+        return True
+
+    def _write_loop(self) -> None:
+        writes = self._writes
+        assert writes is not None
+        while True:
+            item = writes.get()
+            try:
+                if item is None:
+                    return
+                trial_id, owned, batch, end = item
+                if trial_id in self._lost or self._write_error is not None:
+                    continue
+                try:
+                    if end is None:
+                        self._write_and_mark(trial_id, owned, batch)
+                    else:
+                        self._write_end(trial_id, owned, batch, *end)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    with self._lock:
+                        self._lost.add(trial_id)
+                        if end is not None:  # ended by another driver first: the listing reads its record back
+                            self._owned.pop(trial_id, None)
+                            study_id = self._trial_id_to_study_id_and_number[trial_id][0]
+                            self._marks.setdefault(study_id, {})[trial_id] = (TrialState.RUNNING, -1, -1)
+                            self._refreshed.pop(study_id, None)
+                except Exception as exc:  # raised in the driver's thread at its next write or end
+                    self._write_error = exc
+            finally:
+                writes.task_done()
+
+    def _write_end(self, trial_id: int, owned: _Owned, batch: tuple, state: TrialState, values) -> None:
+        from optuna.storages._rdb import models
+
+        if any(batch):
+            self._write(trial_id, *batch)
+        self._backend.set_trial_state_values(trial_id, state=state, values=values)
+        session = self._backend.scoped_session()
+        try:
+            stored = models.TrialModel.find_or_raise_by_id(trial_id, session).datetime_complete
+        finally:
+            session.close()
+        with self._lock:
+            owned.trial.datetime_complete = stored
+            self._owned.pop(trial_id, None)
+
+    def drain(self) -> None:
+        """Wait until the writer thread sent every queued write; raise the first write that failed."""
+        if self._writes is not None and threading.current_thread() is not self._writer:
+            self._writes.join()
+        self._raise_write_error()
+
+    def _raise_write_error(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+
+    def stop_writer(self) -> None:
+        """Send what is queued, then write directly again (the search's end)."""
+        writes, writer = self._writes, self._writer
+        if writes is None or writer is None:
+            return
+        writes.put(None)
+        writer.join()
+        self._writes, self._writer = None, None
+        self._raise_write_error()
 
     def _write(self, trial_id: int, params: list, user: dict, system: dict, values: dict) -> None:
         backend = self._backend
@@ -529,13 +661,18 @@ class Heartbeat:
         self.trial_ids: set[int] = set()
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
+        self.fresh: list[int] = []  # trials added since the thread last ran: beaten at once, by the thread
+        self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="autoembed-heartbeat", daemon=True)
         self.thread.start()
 
     def add(self, trial_id: int) -> None:
-        self.beat(trial_id)
+        """Beat for ``trial_id`` from now on; the first beat is sent by the thread at once (a trial with no beat yet
+        counts as orphaned only GRACE_SECONDS after it started: see fail_interrupted)."""
         with self.lock:
             self.trial_ids.add(trial_id)
+            self.fresh.append(trial_id)
+        self.wake.set()
 
     def discard(self, trial_id: int) -> None:
         with self.lock:
@@ -548,14 +685,26 @@ class Heartbeat:
             log.warning("could not record the heartbeat of trial id %s: %s", trial_id, str(exc).splitlines()[0])
 
     def _run(self) -> None:
-        while not self.stop_event.wait(self.interval):
+        due = time.monotonic() + self.interval
+        while True:
+            self.wake.wait(timeout=max(0.0, due - time.monotonic()))
+            self.wake.clear()
+            if self.stop_event.is_set():
+                return
             with self.lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
+                fresh, self.fresh = [t for t in self.fresh if t in self.trial_ids], []
+            for trial_id in fresh:
                 self.beat(trial_id)
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval
+                with self.lock:
+                    ids = list(self.trial_ids)
+                for trial_id in ids:
+                    self.beat(trial_id)
 
     def close(self) -> None:
         self.stop_event.set()
+        self.wake.set()
         self.thread.join(timeout=5)
 
 

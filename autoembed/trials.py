@@ -9,6 +9,7 @@ coordinator, so both leave the same records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -24,10 +25,12 @@ from optuna.trial import TrialState
 
 from autoembed.config import TrialConfig, embedding_dim
 from autoembed.errors import AutoembedError
+from autoembed.export import export_model
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import device_description
 from autoembed.space import SearchSpace
 from autoembed.study import (
+    DECIDED,
     HEARTBEAT_SECONDS,
     STUDIES_DIR,
     Heartbeat,
@@ -42,7 +45,6 @@ from autoembed.study import (
     suspect_ids,
     validate_study_name,
 )
-from autoembed.export import export_model
 from autoembed.training import Prepared, train
 from autoembed.yamlio import load_yaml
 
@@ -184,6 +186,8 @@ class Coordinator:
             # other drivers' trials may show up to a second late in the pruner's and TPE's listings; this driver's own
             # are there at once (see StudyCache.max_staleness)
             study._storage.max_staleness = LISTING_STALENESS_SECONDS
+            # evaluations and samples are written by a writer thread while the driver goes on (StudyCache.start_writer)
+            study._storage.start_writer()
         self.fidelity = study.user_attrs.get("fidelity", "steps")
         self.last_sweep = -float("inf")
         self.suspects = False
@@ -205,7 +209,10 @@ class Coordinator:
 
     def wants_more(self) -> bool:
         """Whether the study (every driver's trials, finished or running) holds fewer than ``--trials``."""
-        return claimed_count(self.study) < self.target
+        # from the driver's listing (memory; other drivers' trials at most a second late): a trial started on a stale
+        # count is refused by start_trial's exact check, so the study never holds more than --trials
+        listed = self.study.get_trials(deepcopy=False, states=(*DECIDED, TrialState.RUNNING))
+        return len(listed) < self.target
 
     def should_finish(self) -> bool:
         if self.out_of_time() or self.failures >= self.max_failures:
@@ -234,7 +241,9 @@ class Coordinator:
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask()
         self.heartbeat.add(trial._trial_id)
-        if claimed_count(self.study, below=trial.number) >= self.target:
+        # trial numbers count every trial created before, so a number below --trials cannot be over it: only the last
+        # trials of the study need the database's exact count
+        if trial.number >= self.target and claimed_count(self.study, below=trial.number) >= self.target:
             # another driver asked for the last trial at the same moment: the lower number keeps it
             self._refuse(trial, f"not run: the study already had --trials {self.target} trials finished or running")
             return None
@@ -313,9 +322,12 @@ class Coordinator:
             self.heartbeat.discard(recorder.trial._trial_id)
 
     def close(self, reason: str) -> None:
-        """Fail what still runs, with ``reason``, and stop the heartbeats."""
-        self.abandon(reason)
-        self.heartbeat.close()
+        """Fail what still runs, with ``reason``; send every queued write; stop the heartbeats."""
+        with contextlib.ExitStack() as stack:  # each step runs even if one before it raised
+            stack.callback(self.heartbeat.close)
+            if isinstance(self.study._storage, StudyCache):
+                stack.callback(self.study._storage.stop_writer)  # every queued write sent, or its failure raised
+            self.abandon(reason)
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -44,6 +44,20 @@ HIDDEN = 384
 TOTAL_STEPS = 1000
 
 
+def learning_curve(config: dict[str, Any]) -> tuple[float, float]:
+    """The simulated trial's (level, k): its value at step s is ``level * (1 - exp(-s / k))`` plus noise."""
+    training, loss, data = config.get("training", {}), config.get("loss", {}), config.get("data", {})
+    lr = float(training.get("backbone_lr") or training.get("lr") or 5e-5)
+    head_lr = float(training.get("head_lr") or 1e-3)
+    level = 0.85 - 0.12 * math.log10(lr / 6e-5) ** 2
+    if loss.get("type", "infonce") != "infonce":
+        level -= 0.08
+    elif loss.get("temperature"):
+        level -= 0.05 * abs(math.log10(float(loss["temperature"]) / 0.05))
+    level += 0.02 * int(data.get("hard_negatives") or 0)
+    return level, 150 * (1e-3 / head_lr) ** 0.3
+
+
 def simulated_trial(params: dict[str, Any], prepared: dict[str, Any] | None = None) -> None:
     """A trial that does not train: it reports ``value = level(params) * (1 - exp(-step / k)) + noise``.
 
@@ -56,18 +70,9 @@ def simulated_trial(params: dict[str, Any], prepared: dict[str, Any] | None = No
 
     sim = prepared or {}
     config = params["config"]
-    training, loss, data = config.get("training", {}), config.get("loss", {}), config.get("data", {})
     metric = config.get("evaluation", {}).get("metric", "recall@10")
     every = int(config.get("evaluation", {}).get("every_steps") or 100)
-    lr = float(training.get("backbone_lr") or training.get("lr") or 5e-5)
-    head_lr = float(training.get("head_lr") or 1e-3)
-    level = 0.85 - 0.12 * math.log10(lr / 6e-5) ** 2
-    if loss.get("type", "infonce") != "infonce":
-        level -= 0.08
-    elif loss.get("temperature"):
-        level -= 0.05 * abs(math.log10(float(loss["temperature"]) / 0.05))
-    level += 0.02 * int(data.get("hard_negatives") or 0)
-    k = 150 * (1e-3 / head_lr) ** 0.3
+    level, k = learning_curve(config)
     rng = random.Random(json.dumps(config, sort_keys=True))
     t0 = time.perf_counter()
     value = 0.0

@@ -50,3 +50,49 @@ def test_the_warmup_step_itself_is_not_judged(kind):
         bad.report(0.0, step)
         judged.append(bad.should_prune())
     assert judged == [False] * 5 + [True] * 3
+
+
+def _study_with(values: list[float | None], sampler: optuna.samplers.BaseSampler, only: list[int] | None = None) -> optuna.Study:
+    """A study whose trials ended with ``values`` in order (None: pruned), each with two params (``only``: just these)."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "c": optuna.distributions.CategoricalDistribution(["a", "b"])}
+    for i, v in enumerate(values):
+        if only is not None and i not in only:
+            continue
+        params = {"x": (i * 0.37) % 1.0, "c": "ab"[i % 2]}
+        state = optuna.trial.TrialState.PRUNED if v is None else optuna.trial.TrialState.COMPLETE
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=v, state=state,
+                                                  intermediate_values={1: (i % 7) / 7}))  # fmt: skip
+    return study
+
+
+def _ask(study: optuna.Study) -> dict:
+    trial = study.ask()
+    return {"x": trial.suggest_float("x", 0.0, 1.0), "c": trial.suggest_categorical("c", ["a", "b"])}
+
+
+def test_bounded_tpe_keeps_the_best_and_the_most_recent_and_samples_as_tpe_on_them():
+    from autoembed.pruners import BEST_KEPT, BoundedTPESampler, _RecentHistory
+
+    values = [((i * 7919) % 101) / 100 if i % 3 else None for i in range(80)]  # complete and pruned, scrambled
+    bounded = _study_with(values, BoundedTPESampler(seed=3, multivariate=True, max_history=40))
+    running = bounded.ask()  # a running trial stays in view
+    kept = [t.number for t in _RecentHistory(bounded, 40)._get_trials(deepcopy=False)]
+    complete = [(v, i) for i, v in enumerate(values) if v is not None]
+    best = {i for _, i in sorted(complete, key=lambda vi: (-vi[0], vi[1]))[:BEST_KEPT]}
+    recent = [i for i in range(80) if i not in best][-(40 - BEST_KEPT) :]
+    assert kept == sorted(best | set(recent)) + [running.number]
+
+    # Optuna's own TPE on a study holding only the kept trials, in order, samples exactly what the bounded TPE does
+    bounded = _study_with(values, BoundedTPESampler(seed=3, multivariate=True, max_history=40))
+    only = _study_with(values, optuna.samplers.TPESampler(seed=3, multivariate=True), only=kept[:-1])
+    assert [_ask(bounded) for _ in range(3)] == [_ask(only) for _ in range(3)]
+
+
+def test_bounded_tpe_within_its_bound_is_optunas_tpe():
+    from autoembed.pruners import BoundedTPESampler
+
+    values = [((i * 31) % 17) / 17 for i in range(30)]
+    ours = _study_with(values, BoundedTPESampler(seed=5, multivariate=True, max_history=30))
+    theirs = _study_with(values, optuna.samplers.TPESampler(seed=5, multivariate=True))
+    assert [_ask(ours) for _ in range(4)] == [_ask(theirs) for _ in range(4)]

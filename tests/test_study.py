@@ -433,6 +433,7 @@ def test_a_listing_may_lag_other_drivers_but_never_this_one(study_url):
     one.enqueue_trial({"x": 0.25})  # this driver's own: listed, and asked next
     assert [t.state for t in one.get_trials(deepcopy=False)] == [TrialState.RUNNING, TrialState.WAITING]
     mine = one.ask()
+    assert {t.number: t.state for t in one.get_trials(deepcopy=False)}[mine.number] == TrialState.RUNNING  # at once
     assert mine.suggest_float("x", 0, 1) == 0.25
     one.tell(mine, 0.5)
     listed = {t.number: t for t in one.get_trials(deepcopy=False)}
@@ -441,3 +442,113 @@ def test_a_listing_may_lag_other_drivers_but_never_this_one(study_url):
     assert {t.number: t.state for t in one.get_trials(deepcopy=False)}[other.number] == TrialState.RUNNING  # lags
     one._storage.max_staleness = 0.0
     assert {t.number: t.state for t in one.get_trials(deepcopy=False)}[other.number] == TrialState.COMPLETE
+
+
+def _write_behind_study(url: str, name: str) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=make_storage(url), direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study._storage.start_writer()
+    return study
+
+
+def test_write_behind_sends_every_write_in_order_before_the_end(study_url):
+    """With the writer thread on, the driver's writes to its running trial and its end go to the database from that
+    thread, in order (the driver reads its trial from memory meanwhile, and lists it as ended at once); the finished
+    record is what Optuna's own writes give, curve and attributes included."""
+    import threading
+
+    name = f"behind-{uuid.uuid4().hex[:8]}"
+    study = _write_behind_study(study_url, name)
+    plain = optuna.create_study(study_name=name + "-plain", storage=optuna.storages.RDBStorage(study_url), direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    fresh = optuna.storages.RDBStorage(study_url)
+    writer = study._storage._writer
+    sent_from: set[str] = set()
+    write = study._storage._write
+
+    def spying(*args):
+        sent_from.add(threading.current_thread().name)
+        return write(*args)
+
+    study._storage._write = spying
+    for s in (plain, study):
+        trial = s.ask()
+        recorder = TrialRecorder(s, trial, CONFIG, "recall@10")
+        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+        for step, value in ((100, 0.2), (200, 0.4), (300, 0.3)):
+            recorder.report(step, {"recall@10": value, "mrr@10": value / 2})
+        assert s.get_trials(deepcopy=False)[0].intermediate_values == {100: 0.2, 200: 0.4, 300: 0.3}
+        recorder.finish(value=0.3, step=300, metrics={"recall@10": 0.3}, seconds=1.0)
+        listed = s.get_trials(deepcopy=False)[0]  # the driver's listing has the end at once
+        assert listed.state == TrialState.COMPLETE and listed.value == 0.3 and listed.user_attrs["value_step"] == 300
+    study._storage.drain()
+    assert sent_from == {writer.name}
+    a, b = (fresh.get_all_trials(fresh.get_study_id_from_name(n))[0] for n in (name, name + "-plain"))
+    for field in ("params", "distributions", "user_attrs", "state", "values", "intermediate_values"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert study.get_trials(deepcopy=False)[0].datetime_complete == a.datetime_complete  # read back once stored
+    study._storage.stop_writer()
+    assert study._storage._writer is None and not writer.is_alive()
+
+
+def test_write_behind_a_failed_write_is_raised_at_the_next_one(study_url):
+    """A write the database refuses (here: its table is gone) fails in the writer thread; the driver gets that error
+    at its next write to the study, as it would have from a direct write, and stopping the writer raises it too."""
+    import sqlalchemy
+
+    name = f"behind-err-{uuid.uuid4().hex[:8]}"
+    study = _write_behind_study(study_url, name)
+    trial = study.ask()
+    recorder = TrialRecorder(study, trial, CONFIG, "recall@10")
+    recorder.report(100, {"recall@10": 0.5})
+    study._storage.drain()
+    engine = study._storage._backend.engine
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("ALTER TABLE trial_intermediate_values RENAME TO trial_intermediate_values_gone"))
+    try:
+        recorder.report(200, {"recall@10": 0.6})  # queued: the driver goes on
+        with pytest.raises(optuna.exceptions.StorageInternalError) as failed:
+            study._storage.drain()
+        assert "trial_intermediate_values" in str(failed.value.__cause__)
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            recorder.report(300, {"recall@10": 0.7})
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            study._storage.stop_writer()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("ALTER TABLE trial_intermediate_values_gone RENAME TO trial_intermediate_values"))
+
+
+def test_write_behind_a_trial_another_driver_ended_is_lost_at_the_next_write(study_url):
+    """Another driver ends this driver's trial while its evaluation is queued: the writer finds the trial finished,
+    and the recorder stops writing at its next report, as with direct writes; nothing more is stored."""
+    name = f"behind-lost-{uuid.uuid4().hex[:8]}"
+    one = _write_behind_study(study_url, name)
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    trial = one.ask()
+    recorder = TrialRecorder(one, trial, CONFIG, "recall@10")
+    one._storage.drain()
+    two._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    recorder.report(100, {"recall@10": 0.5})  # queued; the writer finds the trial FAIL
+    one._storage.drain()
+    assert not recorder.done
+    recorder.report(200, {"recall@10": 0.6})
+    assert recorder.done and recorder.state == TrialState.FAIL
+    stored = optuna.storages.RDBStorage(study_url).get_trial(trial._trial_id)
+    assert stored.state == TrialState.FAIL and stored.intermediate_values == {}
+    one._storage.stop_writer()
+
+
+def test_write_behind_an_end_another_driver_came_first_to_is_read_back(study_url):
+    """Another driver ends this driver's trial (FAIL) just before this driver's queued end is sent: the database
+    keeps the first end, and this driver's listing, which showed its own end at once, reads the stored one back."""
+    name = f"behind-end-{uuid.uuid4().hex[:8]}"
+    one = _write_behind_study(study_url, name)
+    two = optuna.load_study(study_name=name, storage=make_storage(study_url))
+    trial = one.ask()
+    one._storage.drain()
+    two._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    one.tell(trial, 0.9)
+    assert one.get_trials(deepcopy=False)[0].state == TrialState.COMPLETE  # this driver's end, shown at once
+    one._storage.drain()
+    assert one.get_trials(deepcopy=False)[0].state == TrialState.FAIL  # the stored end, read back
+    assert optuna.storages.RDBStorage(study_url).get_trial(trial._trial_id).state == TrialState.FAIL
+    one._storage.stop_writer()
