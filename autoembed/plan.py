@@ -56,23 +56,29 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)
+    # the base-model screen (autoembed.screening.Screening.to_dict) when the space searches the model
+    screen: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"updates": self.updates, "pruner": self.pruner, "line": self.line, "measured": self.measured}
-        return out | ({"sampler": self.sampler} if self.sampler else {})
+        return out | ({"sampler": self.sampler} if self.sampler else {}) | ({"screen": self.screen} if self.screen else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(
             dict(data.get("updates") or {}), dict(data.get("pruner") or {}), str(data.get("line") or ""), [],
-            dict(data.get("measured") or {}), dict(data.get("sampler") or {}),
+            dict(data.get("measured") or {}), dict(data.get("sampler") or {}), dict(data.get("screen") or {}),
         )  # fmt: skip
 
     def apply(self, base: TrialConfig, space: SearchSpace) -> TrialConfig:
-        """The base config with the plan's keys, and the space's pruner and sampler with their arguments."""
+        """The base config with the plan's keys, and the space's pruner and sampler with their arguments; with a
+        screen, the space searches the models it kept and the base config takes the best."""
         space.pruner.update(self.pruner)
         if self.sampler and space.sampler.type == "tpe":
             space.sampler = space.sampler.model_copy(update=self.sampler)
+        if self.screen and space.model_param is not None:
+            space.keep_models(self.screen["kept"])
+            base = base.replace(model=self.screen["kept"][0])
         return base.replace(**self.updates) if self.updates else base
 
 

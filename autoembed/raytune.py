@@ -27,7 +27,7 @@ from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
 from autoembed.progress import SearchDisplay
 from autoembed.study import mask_url
-from autoembed.training import train
+from autoembed.training import prepared_for, train
 from autoembed.trials import Coordinator, Executor, SearchOptions, trial_failure, trial_outcome
 
 
@@ -50,7 +50,7 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
 
     t0 = time.perf_counter()
     try:
-        result = train(config, prepared=prepared, reporter=Reporter())
+        result = train(config, prepared=prepared_for(prepared, config), reporter=Reporter())
         outcome = trial_outcome(result, config, params["hidden_size"])  # with the export, when the config has one
     except Exception as exc:  # the trial fails alone; the reason goes into the study
         reason = trial_failure(exc)
@@ -122,7 +122,7 @@ class StudySearcher(Searcher):
             return None
         _, config = started
         # workers may run elsewhere (another folder, another node): give them absolute paths
-        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_size, "gpus": c.options.gpus_per_trial}
+        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_for(config), "gpus": c.options.gpus_per_trial}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass

@@ -181,7 +181,8 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
     # the trial's own driver's provenance (drivers and resumed runs of one study may differ), else the study's
     study_prov = trial.user_attrs.get("provenance") or study.user_attrs.get("provenance") or {}
     config.provenance = {
-        "base_model": study_prov.get("base_model") or model_provenance(config.model),
+        # the trial's own base model: the study's, or (when the space searches the model) the one it sampled
+        "base_model": (study_prov.get("models") or {}).get(config.model) or study_prov.get("base_model") or model_provenance(config.model),
         "data": study_prov.get("data") or data_provenance(config),
         "split_seed": config.data.split_seed,
         "training_seed": config.training.seed,

@@ -28,9 +28,10 @@ from autoembed.model import backbone_info
 from autoembed.plan import Plan, make_plan
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
+from autoembed.screening import Screening, screen_models
 from autoembed.space import SearchSpace
 from autoembed.study import count_trials, fail_interrupted, finished_count, make_storage, mask_url, storage_folder
-from autoembed.training import prepare
+from autoembed.training import model_key, prepare
 from autoembed.trials import Coordinator, Executor, InlineExecutor, SearchOptions
 
 __all__ = ["SearchInterrupted", "SearchOptions", "SearchResult", "run_search"]
@@ -122,7 +123,7 @@ def stored_plan(options: SearchOptions) -> Plan | None:
     return Plan.from_dict(study.user_attrs.get("plan") or {})
 
 
-def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int, plan: Plan) -> tuple[optuna.Study, bool]:
+def open_study(options: SearchOptions, space: SearchSpace, hidden_size: int | dict[str, int], plan: Plan) -> tuple[optuna.Study, bool]:
     # a starting point the backbone cannot take must fail before the study exists: a study created without
     # its starting points would be resumed without them
     starting = space.starting_params(hidden_size=hidden_size)
@@ -211,7 +212,7 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
     started = time.monotonic()
     space = SearchSpace.from_yaml_file(options.space)
     base = base_config(options, space.metric)
-    info = backbone_info(options.model)
+    info = backbone_info(options.model if space.model_param is None else space.model_param.choices[0])
     display = SearchDisplay(console, options, live=live, metric=space.metric)
     runner = executor(options.executor)
     # a resource request no node can meet, bad data and bad samples all surface before the study exists: a study
@@ -221,21 +222,42 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
         arm()  # after Ray's start, which replaces the SIGTERM handler
         plan = stored_plan(options)
         if plan is None:  # a new study: measure and plan (a study that exists keeps the plan its trials ran with)
+            screening = None
+            if space.model_param is not None:
+                display.note(f"screening {len(space.model_param.choices)} base models untrained on a validation sample ...")
+                screening = screen_models(space, base)
+                info = backbone_info(screening.kept[0])
             if options.timeout:
                 display.note("planning the budget: timing a few training steps and an encoding pass ...")
-            plan = make_plan(space, base, info, timeout=options.timeout, base_sections=options.base)
+            plan_base = base if screening is None else base.replace(model=screening.kept[0])
+            plan = make_plan(space, plan_base, info, timeout=options.timeout, base_sections=options.base)
+            if screening is not None:
+                plan.screen = screening.to_dict()
+        elif space.model_param is not None and not plan.screen:
+            raise AutoembedError(f"study {options.study!r} was made without a 'model' param; its space cannot search the base model now", key="space")
         base = plan.apply(base, space)
+        if plan.screen:
+            display.note(Screening.from_dict(plan.screen).line())
         if plan.line:
             display.note(plan.line)
         for warning in plan.warnings:
             display.note(f"warning: {warning}")
+        # the hidden size of each base model the search may use (one, unless the space searches the model)
+        models = list(space.model_param.choices) if space.model_param is not None else [base.model]
+        sizes = {m: backbone_info(m).hidden_size for m in models}
+        hidden: int | dict[str, int] = sizes if space.model_param is not None else sizes[base.model]
         display.note("reading data and tokenizing once for the whole study ...")
-        probe = space.sample(_scratch_trial(), base, hidden_size=info.hidden_size)
-        prepared = prepare(probe, mine=space.largest("data.hard_negatives") or 0, pca="pca" in space.possible("architecture.projection_init"))
-        dataset = prepared.dataset
+        probe = space.sample(_scratch_trial(), base, hidden_size=hidden)
+        mine, pca = space.largest("data.hard_negatives") or 0, "pca" in space.possible("architecture.projection_init")
+        # one preparation per base model (tokenizer, mined negatives and PCA are the model's own)
+        each = {model_key(m): prepare(probe.replace(model=m), mine=mine, pca=pca) for m in models}
+        prepared = each if space.model_param is not None else next(iter(each.values()))
+        dataset = next(iter(each.values())).dataset
         extra = {"extra_train": {"rows": dataset.extra_rows, "dropped_as_validation_queries": dataset.extra_dropped}} if base.data.extra_train else None
+        if space.model_param is not None:
+            extra = {**(extra or {}), "models": {m: model_provenance(m) for m in models}}
         provenance = driver_provenance(options, space, base, extra)
-        study, resumed = open_study(options, space, info.hidden_size, plan)
+        study, resumed = open_study(options, space, hidden, plan)
         n_failed = fail_interrupted(study)
         if resumed or n_failed:
             display.note(
@@ -243,7 +265,7 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
                 + (f", {n_failed} interrupted trials marked FAIL (their driver is gone)" if n_failed else "")
             )
         record_provenance(study, provenance, space)
-        coordinator = Coordinator(study, space, base, options, info.hidden_size, display, provenance=provenance)
+        coordinator = Coordinator(study, space, base, options, hidden, display, provenance=provenance)
         display.begin(study)
         reason = "the search stopped before this trial ended"
         try:

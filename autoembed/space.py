@@ -245,6 +245,18 @@ def _points(value: Any) -> Any:
     return value
 
 
+class Screen(Strict):
+    """``screen:``: how a space whose ``model`` param lists several base models drops the weak ones before the search.
+
+    Each candidate is evaluated untrained on one validation sample (the same queries and documents for all); those
+    more than ``margin`` below the best are dropped, and of the rest the best ``keep`` stay in the search.
+    """
+
+    what: ClassVar[str] = "a screen"
+    keep: StrictInt = Field(2, ge=1)
+    margin: Number = Field(0.1, ge=0)
+
+
 class SearchSpace(Strict):
     """A parsed, validated search space. Build one with :meth:`from_yaml_file` or :meth:`from_dict`."""
 
@@ -256,6 +268,7 @@ class SearchSpace(Strict):
     pruner: Pruner = DEFAULT_PRUNER
     sampler: Sampler = DEFAULT_SAMPLER
     starting_points: Annotated[list[dict[str, Any]], pydantic.BeforeValidator(_points)] = []
+    screen: Screen = Screen()
     _file: str | None = pydantic.PrivateAttr(None)
     # Line of each key in the file, by its dotted path ("fixed.training.max_steps", "starting_points[0].loss").
     _lines: dict[str, int] = pydantic.PrivateAttr(default_factory=dict)
@@ -283,6 +296,17 @@ class SearchSpace(Strict):
         return space
 
     @property
+    def model_param(self) -> Param | None:
+        """The param that searches the base model (``model: {type: categorical, choices: [folder, package:...]}``)."""
+        return next((p for p in self.params.values() if p.target == "model"), None)
+
+    def keep_models(self, kept: list[str]) -> None:
+        """Search only the models in ``kept`` (the screen's survivors, best first): the model param's choices."""
+        param = self.model_param
+        if param is not None:
+            param.choices = tuple(kept)
+
+    @property
     def conditional(self) -> bool:
         """Whether any param has a ``when``; TPE then samples the branches as separate groups."""
         return any(p.when is not None for p in self.params.values())
@@ -292,7 +316,7 @@ class SearchSpace(Strict):
         trial: optuna.trial.BaseTrial,
         base: TrialConfig,
         *,
-        hidden_size: int,
+        hidden_size: int | Mapping[str, int],
         threads: int | None = None,
         gpus: float | None = None,
     ) -> TrialConfig:
@@ -305,17 +329,21 @@ class SearchSpace(Strict):
         values: dict[str, Any] = {}
         updates: dict[str, Any] = dict(self.fixed)
         updates["evaluation.metric"] = self.metric
+        sizes = hidden_size if isinstance(hidden_size, Mapping) else None
+        # with several base models, head counts must divide every one's hidden size: one distribution for all trials
+        common = math.gcd(*sizes.values()) if sizes else hidden_size
         for param in self.params.values():
             if param.when is not None and not param.when.holds(values):
                 continue
             if param.type == "fixed":
                 value = param.value
             else:
-                value = _suggest(trial, param.optuna_name(values), param.distribution(hidden_size=hidden_size))
+                value = _suggest(trial, param.optuna_name(values), param.distribution(hidden_size=common))
             values[param.name] = value
             if param.target is not None:  # a gate sets nothing
                 updates[param.target] = value
         config = self._apply(base, updates)
+        hidden_size = sizes[config.model] if sizes else hidden_size
         arch = config.architecture
         if arch.attention_heads is not None and hidden_size % arch.attention_heads:
             file, line, key = self._source(HEADS_KEY)
@@ -340,13 +368,22 @@ class SearchSpace(Strict):
         values = [v for v in [*self.possible(target), *highs] if v is not None]
         return max(values) if values else None
 
-    def starting_params(self, *, hidden_size: int) -> list[dict[str, Any]]:
+    def starting_params(self, *, hidden_size: int | Mapping[str, int]) -> list[dict[str, Any]]:
         """The starting points as Optuna param dicts for ``study.enqueue_trial``, in file order.
 
-        Params a point leaves out are sampled as usual; conditional params use their branch names.
+        Params a point leaves out are sampled as usual; conditional params use their branch names. When the space
+        searches the base model, a point that names none takes the first choice (the screen's best), and one naming
+        a model the screen dropped is left out.
         """
+        if isinstance(hidden_size, Mapping):
+            hidden_size = math.gcd(*hidden_size.values())
+        model = self.model_param
         out = []
         for i, point in enumerate(self.starting_points):
+            if model is not None and model.name in point and not model.contains(point[model.name]):
+                continue
+            if model is not None and model.name not in point:
+                point = {model.name: model.choices[0], **point}
             params: dict[str, Any] = {}
             for param, value, optuna_name in self._resolve(point, f"starting_points[{i}]"):
                 dist = param.distribution(hidden_size=hidden_size)
@@ -479,10 +516,13 @@ class _Checks:
             space.starting_points[i] = {k: _coerce(plain(v), space.params[k].target) for k, v in point.items()}
             space._resolve(space.starting_points[i], prefix)
 
-    def config_key(self, key: Any, path: str) -> str:
+    def config_key(self, key: Any, path: str, *, model: bool = False) -> str:
         keys = [k for k in config_keys() if k != "model"]
         if key == "model":
-            raise self.err("the base model cannot be searched or fixed here; it comes from the base config", path)
+            if model:
+                return key
+            msg = "the base model cannot be fixed here; it comes from --model, or a 'model' param (a categorical of folders or package: names) searches it"
+            raise self.err(msg, path)
         if key not in keys:
             close = difflib.get_close_matches(str(key), keys, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -508,7 +548,9 @@ class _Checks:
             if param.target is None:
                 hint = "set 'target' to the config key it tunes (e.g. training.batch_size). Names with a default"
                 raise self.err(f"has no default target; {hint}: {', '.join(DEFAULT_TARGETS)}", path)
-        target = None if gate else self.config_key(param.target, f"{path}.target")
+        target = None if gate else self.config_key(param.target, f"{path}.target", model=True)
+        if target == "model":
+            self.model(param, path)
         if param.type == "categorical":
             param.choices = tuple(_coerce(c, target) for c in param.choices)
             for i, c in enumerate(param.choices):
@@ -525,6 +567,16 @@ class _Checks:
         if param.when is not None:
             self.when(param.when, f"{path}.when", earlier)
         return param
+
+    def model(self, param: Param, path: str) -> None:
+        """The base model as a search axis: a categorical of model folders or ``package:`` names, always active."""
+        if param.type != "categorical":
+            raise self.err(f"the base model is searched as a categorical of model folders or package: names, got type {param.type!r}", f"{path}.type")
+        if param.when is not None:
+            raise self.err("the base model is chosen for every trial; it cannot have 'when'", f"{path}.when")
+        for choice in param.choices:
+            if not isinstance(choice, str) or not choice:
+                raise self.err(f"each choice must be a model folder or a package: name, got {choice!r}", f"{path}.choices")
 
     def when(self, cond: Condition, path: str, earlier: dict[str, Param]) -> None:
         if cond.param not in earlier:

@@ -87,11 +87,24 @@ def prepare_key(config: TrialConfig) -> tuple:
     def where(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path else path
 
-    model = config.model if config.model.startswith("package:") else where(config.model)
+    model = model_key(config.model)
     return (
         model, where(d.train), where(d.val), where(d.corpus), d.val_fraction, d.split_seed, d.max_seq_length,
         e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors, tuple(where(p) for p in d.extra_train or ()),
     )
+
+
+def model_key(ref: str) -> str:
+    """A model reference as :func:`prepare_key` counts it (a folder resolved, a package name as it is)."""
+    return ref if ref.startswith("package:") else str(Path(ref).resolve())
+
+
+def prepared_for(prepared: Prepared | dict[str, Prepared] | None, config: TrialConfig) -> Prepared | None:
+    """What a search prepared for ``config``'s base model: one Prepared, or one per base model (keyed by
+    :func:`model_key`) when the space searches the model."""
+    if isinstance(prepared, dict):
+        return prepared.get(model_key(config.model))
+    return prepared
 
 
 def needs_pca(config: TrialConfig) -> bool:

@@ -45,7 +45,7 @@ from autoembed.study import (
     suspect_ids,
     validate_study_name,
 )
-from autoembed.training import Prepared, train
+from autoembed.training import Prepared, prepared_for, train
 from autoembed.yamlio import load_yaml
 
 # the executors run_search can pick; each is an :class:`Executor` (``inline`` here, ``ray`` in raytune.py)
@@ -170,7 +170,7 @@ class Coordinator:
         space: SearchSpace,
         base: TrialConfig,
         options: SearchOptions,
-        hidden_size: int,
+        hidden_size: int | dict[str, int],
         display: SearchDisplay,
         *,
         provenance: dict[str, Any] | None = None,
@@ -197,6 +197,10 @@ class Coordinator:
         self.trial_seconds = 0.0
         self.target = options.trials
         self.max_failures = options.max_failures if options.max_failures is not None else max(5, options.trials)
+
+    def hidden_for(self, config: TrialConfig) -> int:
+        """The hidden size of ``config``'s base model (``hidden_size`` maps each model when the space searches it)."""
+        return self.hidden_size[config.model] if isinstance(self.hidden_size, dict) else self.hidden_size
 
     def threads(self) -> int:
         return max(1, int(self.options.cpus()))
@@ -420,8 +424,8 @@ class InlineExecutor(Executor):
             where["device"] = device_description(config.training.device)
             t0 = time.perf_counter()
             try:
-                result = train(config, prepared=prepared, reporter=reporter)
-                outcome = trial_outcome(result, config, coordinator.hidden_size)
+                result = train(config, prepared=prepared_for(prepared, config), reporter=reporter)
+                outcome = trial_outcome(result, config, coordinator.hidden_for(config))
             except Exception as exc:  # a failing trial fails alone (an interruption ends the search: see run_search)
                 failed = {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0, "where": where}
                 coordinator.on_end(key, failed)

@@ -13,7 +13,7 @@ PACKAGE = Path(autoembed.__file__).parent
 LAYERS = [
     {"cli"},
     {"search", "recipe", "dashboard", "evaluate", "examples"},
-    {"trials", "raytune", "runs", "plan"},
+    {"trials", "raytune", "runs", "plan", "screening"},
     {"training", "provenance"},
     {"model", "losses", "mining", "evaluation", "space", "pruners", "study"}
     | {"techniques", "classification", "adversarial", "progressive", "augment", "export"},

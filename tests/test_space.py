@@ -12,6 +12,7 @@ import pytest
 
 from autoembed.config import DataConfig, TrialConfig, projection_input
 from autoembed.errors import AutoembedError
+from autoembed.pruners import DEFAULT_HISTORY, BoundedTPESampler
 from autoembed.space import SearchSpace
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -320,9 +321,9 @@ def test_each_pruner_builds_and_prunes(spec):
 @pytest.mark.parametrize(
     ("spec", "n_workers", "expected"),
     [
-        ({}, 1, (optuna.samplers.TPESampler, False)),
-        ({}, 3, (optuna.samplers.TPESampler, True)),
-        ({"sampler": {"type": "tpe", "n_startup_trials": 3}}, 1, (optuna.samplers.TPESampler, False)),
+        ({}, 1, (BoundedTPESampler, False)),
+        ({}, 3, (BoundedTPESampler, True)),
+        ({"sampler": {"type": "tpe", "n_startup_trials": 3}}, 1, (BoundedTPESampler, False)),
         ({"sampler": {"type": "random"}}, 4, (optuna.samplers.RandomSampler, None)),
     ],
 )
@@ -331,7 +332,9 @@ def test_build_sampler(spec, n_workers, expected):
     cls, liar = expected
     assert type(sampler) is cls
     if liar is not None:
+        assert isinstance(sampler, optuna.samplers.TPESampler)
         assert sampler._constant_liar is liar and sampler._multivariate is True
+        assert sampler.max_history == DEFAULT_HISTORY
 
 
 def test_conditional_space_uses_grouped_tpe():
@@ -404,10 +407,10 @@ ERRORS = [
         "'training.batchsize' is not a config key (did you mean 'training.batch_size'?)",
     ),
     (
-        P + "  x: {type: categorical, choices: [a], target: model}\n",
+        P + "  x: {type: int, low: 1, high: 2, target: model}\n",
         2,
-        "params.x.target",
-        "the base model cannot be searched",
+        "params.x.type",
+        "the base model is searched as a categorical",
     ),
     (P + "  foo: {type: int, low: 1, high: 2}\n", 2, "params.foo", "has no default target"),
     (
