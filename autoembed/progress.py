@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
@@ -114,6 +115,8 @@ class SearchDisplay:
 def _short(params: dict[str, Any]) -> str:
     keys = [k for k in KEY_PARAMS if k in params] + [k for k in params if k.startswith(("temperature", "margin"))]
     parts = []
+    if isinstance(params.get("model"), str):  # a searched base model: its folder's name (or the package's)
+        parts.append(f"model={Path(params['model']).name or params['model']}")
     for k in keys:
         v = params[k]
         parts.append(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}")
