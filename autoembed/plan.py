@@ -6,7 +6,8 @@ times a few training steps and an encoding pass on the user's own data and model
 
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
   base model, ``hard_distractors``), when validation is larger than that;
-- the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial;
+- the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
+  three evaluations (the pruner skips the first and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
 - the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the first grid point is
   not judged), when the space leaves them out;
@@ -43,6 +44,7 @@ WARN_TRIALS = 6
 # share of the trials run to the end: 1/3 full + 2/3 x 0.3 = 0.53 of a full trial on average
 PRUNED_SHARE, COMPLETE_SHARE = 0.3, 1 / 3
 VAL_QUERIES, VAL_CORPUS, VAL_DISTRACTORS = 600, 5000, 3
+MIN_EVALS = 3  # the warm-up point, one the pruner judges, the last (see evaluations)
 GRID_UNIT = 256
 
 
@@ -80,6 +82,16 @@ class Plan:
             space.keep_models(self.screen["kept"])
             base = base.replace(model=self.screen["kept"][0])
         return base.replace(**self.updates) if self.updates else base
+
+
+def evaluations(train_seconds: float, eval_seconds: float) -> int:
+    """Evaluations per trial: their cost at most EVAL_SHARE of the trial's, at most 20, and at least MIN_EVALS.
+
+    The pruner never judges the first grid point (the warm-up) nor a trial's last evaluation (its value), so a trial
+    needs three for one judgement: with two (as planned until session 6) a 14-minute ICD-10 search ran 6 trials and
+    the median pruner could prune none of them.
+    """
+    return max(MIN_EVALS, min(20, math.floor(EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds / max(eval_seconds, 1e-6))))
 
 
 def user_sets(key: str, space: SearchSpace, base_sections: dict[str, Any]) -> bool:
@@ -134,8 +146,7 @@ def make_plan(
             plan.updates["training.epochs"] = epochs
             pairs = epochs * n_train
     train_seconds = pairs / speed["train_pairs_per_s"]
-    # evaluations per trial: their cost at most EVAL_SHARE of the trial's, at least 2 so the pruner can judge
-    n_evals = max(2, min(20, math.floor(EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds / max(eval_seconds, 1e-6))))
+    n_evals = evaluations(train_seconds, eval_seconds)
     grid = plan.updates.get("evaluation.every_pairs") or ev.every_pairs
     if grid_free:
         grid = _round_up(pairs / n_evals)

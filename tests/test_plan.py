@@ -97,3 +97,13 @@ def test_tpe_start_up_ends_within_the_budget_unless_the_space_sets_it(tmp_path, 
     fixed.sampler = fixed.sampler.model_copy(update={"n_startup_trials": 7})
     assert make_plan(fixed, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={}).sampler == {}
     assert make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=None, base_sections={}).sampler == {}
+
+
+def test_a_planned_trial_has_a_point_the_pruner_judges():
+    """The pruner skips the first grid point and never prunes at the last evaluation: a planned trial gets at least
+    three, however dear evaluation is, and cheap evaluations stop at 20."""
+    from autoembed.plan import evaluations
+
+    assert evaluations(train_seconds=100, eval_seconds=1000) == 3
+    assert evaluations(train_seconds=1000, eval_seconds=10) == 17  # 15% of the trial: 0.15 / 0.85 x 100
+    assert evaluations(train_seconds=10_000, eval_seconds=1) == 20
