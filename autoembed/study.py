@@ -142,10 +142,8 @@ class StudyCache(_CachedStorage):
         if self._writes is not None and owned is not None and state.is_finished():
             return self._end_behind(trial_id, owned, state, values)
         try:
-            self.drain()  # the trial's queued writes go before its end
             self.flush(trial_id)
-            if self._writes is not None:
-                self.drain()
+            self.drain()  # the trial's queued writes (the flush's last) go before its end
             changed = self._backend.set_trial_state_values(trial_id, state=state, values=values)
         except Exception:
             with self._lock:
@@ -170,21 +168,25 @@ class StudyCache(_CachedStorage):
     def _cache_finished(self, trial_id: int, record: optuna.trial.FrozenTrial, state: TrialState, values) -> None:
         """A trial this process ended goes into the listing as the record it wrote, not read back in full (at 64
         trials at once that read was most of the driver's time); only its end time, which the storage set, is read."""
-        from optuna.storages._rdb import models
-
         study_id, number = self._trial_id_to_study_id_and_number[trial_id]
         if study_id not in self._seen:  # never listed: the first listing reads everything anyway
             return
         record = copy.deepcopy(record)
         record.state = state
         record.values = list(values) if values is not None else None
-        session = self._backend.scoped_session()
-        try:
-            record.datetime_complete = models.TrialModel.find_or_raise_by_id(trial_id, session).datetime_complete
-        finally:
-            session.close()
+        record.datetime_complete = self._stored_end_time(trial_id)
         self._marks.get(study_id, {}).pop(trial_id, None)
         self._studies[study_id].trials[number] = record
+
+    def _stored_end_time(self, trial_id: int) -> datetime.datetime | None:
+        """The end time the storage set for a trial (Optuna's RDB sets it when the trial ends)."""
+        from optuna.storages._rdb import models
+
+        session = self._backend.scoped_session()
+        try:
+            return models.TrialModel.find_or_raise_by_id(trial_id, session).datetime_complete
+        finally:
+            session.close()
 
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         with self._lock:
@@ -272,8 +274,7 @@ class StudyCache(_CachedStorage):
             owned = self._owned.get(trial_id)
             if owned is None or not owned.pending:
                 return
-            if trial_id in self._lost:
-                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} was ended by another process")
+            self._refuse_lost(trial_id)
             batch = owned.take()
         if self._writes is not None:
             self._raise_write_error()
@@ -314,11 +315,9 @@ class StudyCache(_CachedStorage):
     def _end_behind(self, trial_id: int, owned: _Owned, state: TrialState, values) -> bool:
         """End an owned trial through the writer: the listing and ``get_trial`` show it ended at once, the database
         once its queued writes and then its end are sent (see _write_loop)."""
-        with self._lock:
-            if trial_id in self._lost:
-                raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} was ended by another process")
         self._raise_write_error()
         with self._lock:
+            self._refuse_lost(trial_id)
             batch = owned.take()
             record = owned.trial
             record.state = state
@@ -360,16 +359,10 @@ class StudyCache(_CachedStorage):
                 writes.task_done()
 
     def _write_end(self, trial_id: int, owned: _Owned, batch: tuple, state: TrialState, values) -> None:
-        from optuna.storages._rdb import models
-
         if any(batch):
             self._write(trial_id, *batch)
         self._backend.set_trial_state_values(trial_id, state=state, values=values)
-        session = self._backend.scoped_session()
-        try:
-            stored = models.TrialModel.find_or_raise_by_id(trial_id, session).datetime_complete
-        finally:
-            session.close()
+        stored = self._stored_end_time(trial_id)
         with self._lock:
             owned.trial.datetime_complete = stored
             self._owned.pop(trial_id, None)
@@ -379,6 +372,10 @@ class StudyCache(_CachedStorage):
         if self._writes is not None and threading.current_thread() is not self._writer:
             self._writes.join()
         self._raise_write_error()
+
+    def _refuse_lost(self, trial_id: int) -> None:
+        if trial_id in self._lost:  # as a direct write to a trial another process ended fails
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} was ended by another process")
 
     def _raise_write_error(self) -> None:
         if self._write_error is not None:
