@@ -715,6 +715,10 @@ def count_trials(study: optuna.Study, states: tuple[TrialState, ...], *, below: 
     if storage is not None:
         from optuna.storages._rdb import models
 
+        if isinstance(study._storage, StudyCache):
+            # this driver's own ends may still sit in the writer's queue: the database must hold them before it counts
+            # (else a trial that just failed counts as running, and the study refuses the trial that replaces it)
+            study._storage.drain()
         session = storage.scoped_session()
         try:
             query = session.query(models.TrialModel).filter(

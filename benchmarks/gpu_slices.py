@@ -279,8 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if device == "cpu" and not args.dry_run:
         raise SystemExit("no CUDA device: run with --dry-run to check the script on the CPU")
     workdir = Path(tempfile.mkdtemp(prefix="gpu_slices."))
-    data = args.data or toy_data(workdir / "data")
-    model = args.model
+    # absolute: each search runs from its own working folder
+    data = args.data.resolve() if args.data else toy_data(workdir / "data")
+    model = str(Path(args.model).resolve()) if args.model else None
     if model is None:
         from make_model import make_model
 
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         model = make_model(data, workdir / "model", **small)["model"]
     busy = BusySampler() if device == "cuda" else None
     log = (args.out.parent if args.out else workdir) / "gpu_slices.search.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {"card": card_name(args.dry_run), "device": device, "torch": torch.__version__, "model": model, "data": str(data),
                      "batch": args.batch, "max_seq_length": args.max_seq_length, "steps": args.steps, "busy_source": busy.source if busy else None}
     print(f"card: {results['card']}; batch {args.batch}, max_seq_length {args.max_seq_length}, {args.steps} timed steps after {args.warmup}", flush=True)
