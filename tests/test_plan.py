@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import make_toy_data
 
 from autoembed.config import TrialConfig
 from autoembed.model import backbone_info
@@ -107,3 +108,28 @@ def test_a_planned_trial_has_a_point_the_pruner_judges():
     assert evaluations(train_seconds=100, eval_seconds=1000) == 3
     assert evaluations(train_seconds=1000, eval_seconds=10) == 17  # 15% of the trial: 0.15 / 0.85 x 100
     assert evaluations(train_seconds=10_000, eval_seconds=1) == 20
+
+
+def test_the_trial_count_counts_where_a_pruner_can_stop_a_trial(tmp_path, tiny_model, toy_data, monkeypatch):
+    """A pruned trial stops at its second evaluation at the earliest (the first is the warm-up): with three it runs
+    two thirds of its length, so a trial costs 1/3 + 2/3 x 2/3 of a full one on average, not the 0.53 the plan
+    assumed until session 7; without a pruner every trial runs to the end. The planned length follows."""
+    import autoembed.plan as planning
+    from autoembed.plan import cost_share
+
+    assert cost_share(True, 3072, 1024) == pytest.approx(1 / 3 + 2 / 3 * 2 / 3)
+    assert cost_share(True, 10_240, 1024) == pytest.approx(1 / 3 + 2 / 3 * 0.2)
+    assert cost_share(False, 10_240, 1024) == 1.0 and cost_share(True, 2048, 1024) == 1.0  # nothing to judge
+    # a fixed, slow machine: 20 pairs/s of training, evaluation dear enough that trials get three evaluations
+    monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 200.0})
+    data = make_toy_data(tmp_path / "data", n_docs=1500)  # 3,375 training pairs
+    lengths = {}
+    for pruner in ("median", "none"):
+        s = space(tmp_path)
+        s.pruner = {"type": pruner}
+        plan = make_plan(s, base(tiny_model, data), backbone_info(str(tiny_model)), timeout=1200, base_sections={})
+        lengths[pruner] = plan.updates["training.epochs"]
+        n = int(plan.line.split("~")[1].split()[0])
+        assert 10 <= n <= 13, plan.line  # about TARGET_TRIALS fit either way
+    # trials that are never stopped early must be shorter for as many to fit
+    assert lengths["none"] < lengths["median"], lengths
