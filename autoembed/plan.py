@@ -94,7 +94,7 @@ def evaluations(train_seconds: float, eval_seconds: float) -> int:
     return max(MIN_EVALS, min(20, math.floor(EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds / max(eval_seconds, 1e-6))))
 
 
-def cost_share(prunes: bool, pairs: float, grid: int | None) -> float:
+def cost_share(prunes: bool, pairs: float, grid: float | None) -> float:
     """A trial's average cost as a share of a full one (``pairs`` long, evaluated every ``grid`` pairs and at its
     end): without a pruner 1; with one, COMPLETE_SHARE of the trials run to the end and the rest stop at their
     second evaluation (the first is the pruner's warm-up), or run to the end when no evaluation before the last is
@@ -167,17 +167,20 @@ def make_plan(
                 pairs = epochs * n_train
         train_seconds = pairs / speed["train_pairs_per_s"]
         n_evals = evaluations(train_seconds, eval_seconds)
-        grid = ev.every_pairs
+        grid = ev.every_pairs or _typical(space, "evaluation.every_pairs", None)  # the user's (base or space)
         if grid_free:
             grid = _round_up(pairs / n_evals)
             plan.updates["evaluation.every_pairs"] = grid
-        if grid:
-            n_evals = max(1, math.ceil(pairs / grid))  # the grid points, and the end when it is not one
-        if cost_share(prunes, pairs, grid) == share:
+        every = grid
+        if not every and _typical(space, "evaluation.every_steps", ev.every_steps):  # a grid in steps, as pairs
+            every = _typical(space, "evaluation.every_steps", ev.every_steps) * batch
+        if every:
+            n_evals = max(1, math.ceil(pairs / every))  # the grid points, and the end when it is not one
+        if cost_share(prunes, pairs, every) == share:
             break
-        share = cost_share(prunes, pairs, grid)
+        share = cost_share(prunes, pairs, every)
     trial_seconds = train_seconds + n_evals * eval_seconds
-    fits = timeout / (trial_seconds * cost_share(prunes, pairs, grid))
+    fits = timeout / (trial_seconds * cost_share(prunes, pairs, every))
     if spec.get("type") in ("median", "percentile"):
         if "n_startup_trials" not in spec:
             plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
@@ -191,7 +194,7 @@ def make_plan(
     n = f"{fits:.0f}" if fits >= 2 else f"{fits:.1f}"
     plan.line = (
         f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
-        f"queries x {min(docs, n_docs):,} docs, evaluate every {grid:,} pairs" if grid else f"{timeout / 60:.0f} min: ~{n} trials"
+        f"queries x {min(docs, n_docs):,} docs" + (f", evaluate every {int(grid):,} pairs" if grid else "")
     )
     if fits < WARN_TRIALS:
         plan.warnings.append(
