@@ -41,7 +41,7 @@ EVAL_SHARE = 0.15  # evaluation may cost at most this share of a trial
 TARGET_TRIALS = 12  # what the trial length aims at, counting pruned trials
 WARN_TRIALS = 6
 # with a pruner, about this share of the trials runs to the end; a pruned one stops at the first grid point the
-# pruner judges (the second: the first is its warm-up), so its share of a trial follows the grid (pruned_share)
+# pruner judges (the second: the first is its warm-up), so its share of a trial follows the grid (cost_share)
 COMPLETE_SHARE = 1 / 3
 VAL_QUERIES, VAL_CORPUS, VAL_DISTRACTORS = 600, 5000, 3
 MIN_EVALS = 3  # the warm-up point, one the pruner judges, the last (see evaluations)
@@ -155,8 +155,10 @@ def make_plan(
     spec = space.pruner
     prunes = spec.get("type") != "none"
     # trial length: about TARGET_TRIALS trials. A trial's average cost (cost_share) depends on how early the pruner
-    # can stop one, which depends on the grid, which depends on the length: settle it in two rounds
-    typical_pairs, share = pairs, COMPLETE_SHARE + (1 - COMPLETE_SHARE) * 2 / MIN_EVALS
+    # can stop one, which depends on the grid, which depends on the length: settle them together in a few rounds
+    user_grid = ev.every_pairs or _typical(space, "evaluation.every_pairs", None)  # the base's or the space's
+    step_grid = _typical(space, "evaluation.every_steps", ev.every_steps)
+    typical_pairs, share = pairs, cost_share(prunes, MIN_EVALS, 1)  # a first guess: the fewest evaluations
     for _ in range(3):
         pairs = typical_pairs
         if free["training.epochs"] and free["training.max_steps"]:
@@ -167,20 +169,19 @@ def make_plan(
                 pairs = epochs * n_train
         train_seconds = pairs / speed["train_pairs_per_s"]
         n_evals = evaluations(train_seconds, eval_seconds)
-        grid = ev.every_pairs or _typical(space, "evaluation.every_pairs", None)  # the user's (base or space)
+        grid = user_grid
         if grid_free:
             grid = _round_up(pairs / n_evals)
             plan.updates["evaluation.every_pairs"] = grid
-        every = grid
-        if not every and _typical(space, "evaluation.every_steps", ev.every_steps):  # a grid in steps, as pairs
-            every = _typical(space, "evaluation.every_steps", ev.every_steps) * batch
+        every = grid or (step_grid * batch if step_grid else None)  # a grid in steps, as pairs at the typical batch
         if every:
             n_evals = max(1, math.ceil(pairs / every))  # the grid points, and the end when it is not one
-        if cost_share(prunes, pairs, every) == share:
-            break
+        settled = cost_share(prunes, pairs, every) == share
         share = cost_share(prunes, pairs, every)
+        if settled:
+            break
     trial_seconds = train_seconds + n_evals * eval_seconds
-    fits = timeout / (trial_seconds * cost_share(prunes, pairs, every))
+    fits = timeout / (trial_seconds * share)
     if spec.get("type") in ("median", "percentile"):
         if "n_startup_trials" not in spec:
             plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
