@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny random BERT with a WordPiece tokenizer, and toy retrieval data."""
+"""Shared fixtures: a tiny random BERT with a WordPiece tokenizer, toy retrieval data, and a local Ray whose
+workers run a hook before each trial trains."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -88,3 +90,36 @@ def make_toy_data(folder: Path, *, n_docs: int = 24, queries_per_doc: int = 3, s
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> dict[str, Path]:
     return make_toy_data(tmp_path_factory.mktemp("toy"))
+
+
+def before_each_trial(before):
+    """Ray's ``worker_process_setup_hook`` that makes every trial in that worker call ``before(config)`` before it
+    trains (to fail it, or to take memory from inside it). ``before`` must be made inside a function, so that Ray
+    pickles it by value: workers cannot import test modules."""
+
+    def install():
+        import autoembed.raytune as raytune
+
+        real = raytune.train
+
+        def train(config, **kwargs):
+            before(config)
+            return real(config, **kwargs)
+
+        raytune.train = train
+
+    return install
+
+
+@contextlib.contextmanager
+def ray_with_hook(hook, **init):
+    """A local Ray whose workers run ``hook`` as they start; a search reuses it (its ensure_ray returns at once)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # another module's Ray has no hook
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"worker_process_setup_hook": hook}, **init)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -4,6 +4,7 @@ before it counts --trials (the driver writes a trial's end from a writer thread,
 from __future__ import annotations
 
 import pytest
+from conftest import before_each_trial, ray_with_hook
 from typer.testing import CliRunner
 
 from autoembed.cli import app
@@ -27,35 +28,21 @@ starting_points:
 """
 
 
-def _failing_trial_hook():
-    """Ray's worker_process_setup_hook: the trial with FAILING_LR raises in the worker before it trains (as an
-    out-of-memory would). Made in a function so that Ray pickles it by value."""
+def _fail_the_first_point():
+    """Before a trial trains, in its Ray worker: the trial with FAILING_LR raises, as an out-of-memory would."""
     lr = FAILING_LR
 
-    def install():
-        import autoembed.raytune as raytune
+    def before(config):
+        if config.training.backbone_lr == lr:
+            raise RuntimeError("CUDA out of memory (raised by the test's hook)")
 
-        real = raytune.train
-
-        def train(config, **kwargs):
-            if config.training.backbone_lr == lr:
-                raise RuntimeError("CUDA out of memory (raised by the test's hook)")
-            return real(config, **kwargs)
-
-        raytune.train = train
-
-    return install
+    return before
 
 
 @pytest.fixture
 def ray_with_failing_hook():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()  # another module's Ray has no hook
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"worker_process_setup_hook": _failing_trial_hook()})
-    yield
-    ray.shutdown()
+    with ray_with_hook(before_each_trial(_fail_the_first_point()), num_cpus=2):
+        yield
 
 
 def test_a_failed_trial_is_replaced_not_refused(ray_with_failing_hook, tmp_path, monkeypatch, tiny_model, toy_data):

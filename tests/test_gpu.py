@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import before_each_trial, ray_with_hook
 
 from autoembed.config import TrialConfig
 from autoembed.evaluation import encode
@@ -128,39 +129,22 @@ starting_points:
 """
 
 
-def _greedy_trial_hook():
-    """What each Ray worker runs as it starts (Ray's worker_process_setup_hook): the trial with GREEDY_SEED allocates
-    GREEDY_SHARE of the card in one tensor before it trains, inside the trial, under its slice's cap. Made in a
-    function so that Ray pickles it by value (workers cannot import this test module)."""
+def _take_memory_in_the_greedy_trial():
+    """Before a trial trains, in its Ray worker: the trial with GREEDY_SEED allocates GREEDY_SHARE of the card in one
+    tensor, inside the trial, under its slice's cap."""
     seed, share = GREEDY_SEED, GREEDY_SHARE
 
-    def install():
-        import torch
+    def before(config):
+        if config.training.seed == seed:
+            torch.empty(int(share * torch.cuda.get_device_properties(0).total_memory), dtype=torch.uint8, device="cuda")
 
-        import autoembed.raytune as raytune
-
-        real = raytune.train
-
-        def train(config, **kwargs):
-            if config.training.seed == seed:
-                torch.empty(int(share * torch.cuda.get_device_properties(0).total_memory), dtype=torch.uint8, device="cuda")
-            return real(config, **kwargs)
-
-        raytune.train = train
-
-    return install
+    return before
 
 
 @pytest.fixture
 def ray_with_greedy_hook():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()  # another module's Ray has no hook
-    # a local Ray the search reuses (its ensure_ray returns at once): every worker runs the hook first
-    ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"worker_process_setup_hook": _greedy_trial_hook()})
-    yield
-    ray.shutdown()
+    with ray_with_hook(before_each_trial(_take_memory_in_the_greedy_trial())):
+        yield
 
 
 def test_two_half_slices_train_on_cuda_and_a_trial_past_its_slice_fails_alone(ray_with_greedy_hook, tmp_path, monkeypatch, tiny_model, toy_data):
