@@ -313,6 +313,11 @@ class EvaluationConfig(Section):
     # with max_corpus: each sampled query's N nearest documents by the base model join the sample before the random
     # fill, so validation measures what the test against the whole corpus does (autoembed/mining.py)
     hard_distractors: int = _f(0, Rule(INT, 0, 1000))
+    # the evaluations before a run's last (the curve the pruner judges) measure on a seeded sub-sample of the
+    # validation task, this many queries x documents (their answers and hard_distractors nearest first); the last
+    # evaluation, the run's value, measures the whole task. Null: every evaluation measures the whole task
+    interim_queries: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
+    interim_corpus: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     batch_size: int = _f(256, Rule(INT, 1, 65536))
 
     def validate(self, *, file, lines, prefix):

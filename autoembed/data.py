@@ -402,6 +402,44 @@ def retrieval_task(
     return RetrievalTask(queries=queries, corpus=[doc_text[k] for k in doc_keys], relevant=relevant)
 
 
+def sub_task(
+    task: RetrievalTask,
+    max_queries: int | None,
+    max_corpus: int | None,
+    *,
+    seed: int = 0,
+    distractors: int = 0,
+    nearest: Callable[[list[str], list[str], int], list[list[int]]] | None = None,
+) -> RetrievalTask:
+    """A seeded smaller task drawn from ``task`` the way :func:`retrieval_task` draws from the data: ``max_queries``
+    of its queries, their relevant documents, each one's ``distractors`` nearest other documents (by ``nearest``)
+    rank by rank, then a random fill up to ``max_corpus``. The interim evaluations (``evaluation.interim_*``)
+    measure on it."""
+    rng = random.Random(seed + 2)
+    picked = list(range(len(task.queries)))
+    if max_queries is not None and len(picked) > max_queries:
+        picked = sorted(rng.sample(picked, max_queries))
+    docs = list(range(len(task.corpus)))
+    if max_corpus is not None and len(docs) > max_corpus:
+        keep = {d for q in picked for d in task.relevant[q]}
+        others = [d for d in docs if d not in keep]
+        if distractors and nearest is not None:
+            ranked = nearest([task.queries[q] for q in picked], [task.corpus[d] for d in others], distractors)
+            for rank in range(distractors):
+                for row in ranked:
+                    if len(keep) < max_corpus and rank < len(row):
+                        keep.add(others[row[rank]])
+        rest = [d for d in others if d not in keep]
+        keep |= set(random.Random(seed + 3).sample(rest, min(max(0, max_corpus - len(keep)), len(rest))))
+        docs = sorted(keep)
+    index = {d: i for i, d in enumerate(docs)}
+    return RetrievalTask(
+        queries=[task.queries[q] for q in picked],
+        corpus=[task.corpus[d] for d in docs],
+        relevant=[frozenset(index[d] for d in task.relevant[q]) for q in picked],
+    )
+
+
 def read_query_file(path: str | Path, corpus: dict[str, str]) -> RetrievalTask:
     """Queries for ``autoembed evaluate``: rows use ``doc_id`` into the corpus, or ``positive`` text matched exactly."""
     path = Path(path)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from autoembed.config import TrialConfig, embedding_dim
-from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task, synonym_pairs
+from autoembed.data import Dataset, Example, RetrievalTask, load_dataset, retrieval_task, sub_task, synonym_pairs
 from autoembed.errors import AutoembedError, TrialFailed
 from autoembed.evaluation import RetrievalEvaluator, TokenCache, device_tokens, to_device
 from autoembed.losses import Batch, compute_loss
@@ -76,6 +76,8 @@ class Prepared:
     mining: Mined = field(default_factory=Mined)
     # the base model's principal directions, for projections that start from them (architecture.projection_init)
     pca: torch.Tensor | None = None
+    # what the interim evaluations measure (evaluation.interim_*): a sub-sample of val_task, or None for val_task
+    interim_task: RetrievalTask | None = None
 
 
 def prepare_key(config: TrialConfig) -> tuple:
@@ -91,6 +93,7 @@ def prepare_key(config: TrialConfig) -> tuple:
     return (
         model, where(d.train), where(d.val), where(d.corpus), d.val_fraction, d.split_seed, d.max_seq_length,
         e.max_queries, e.max_corpus, e.sample_seed, e.hard_distractors, tuple(where(p) for p in d.extra_train or ()),
+        e.interim_queries, e.interim_corpus,
     )
 
 
@@ -144,6 +147,12 @@ def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepare
     )
     if not task.queries:
         raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
+    interim = None
+    if (e.interim_queries or e.interim_corpus) and (
+        len(task.queries) > (e.interim_queries or len(task.queries)) or len(task.corpus) > (e.interim_corpus or len(task.corpus))
+    ):
+        near = base.nearest if base is not None else None
+        interim = sub_task(task, e.interim_queries, e.interim_corpus, seed=e.sample_seed, distractors=e.hard_distractors, nearest=near)
     texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
     pool = mining_pool(dataset.train, dataset.corpus) if depth else []
     mining = mine_scored(base, dataset.train, pool, depth) if depth else Mined()
@@ -153,7 +162,7 @@ def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepare
         log.info("base model encoded %d texts in %.1f s for mining and the validation sample", len(base.rows), base.seconds)
     mined_texts = {t for negs in mining.negatives.values() for t in negs}
     cache = TokenCache.build(tokenizer, [*texts, *task.queries, *task.corpus, *sorted(mined_texts)], d.max_seq_length)
-    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining, basis)
+    return Prepared(dataset, task, cache, info, prepare_key(config), negatives, depth, mining, basis, interim)
 
 
 def _check_kinds(examples: list[Example], config: TrialConfig) -> None:
@@ -414,9 +423,10 @@ def _train(
     total = total_steps(config, len(train_rows))
     warmup = round(t.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total))
-    evaluator = RetrievalEvaluator(
-        prepared.val_task, cache, config.evaluation.k, primary_metric=config.evaluation.metric, batch_size=config.evaluation.batch_size
-    )
+    ev = config.evaluation
+    evaluator = RetrievalEvaluator(prepared.val_task, cache, ev.k, primary_metric=ev.metric, batch_size=ev.batch_size)
+    # the curve (and the pruner) on the interim sub-sample, when there is one; the value on the whole task
+    interim = RetrievalEvaluator(prepared.interim_task, cache, ev.k, primary_metric=ev.metric, batch_size=ev.batch_size) if prepared.interim_task else None
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision) if device.type == "cuda" else None
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype is torch.float16 else None
     if t.precision != "fp32" and device.type != "cuda":
@@ -434,6 +444,7 @@ def _train(
     watch = _LossWatch(device, total, progress) if device.type == "cuda" else None
     if watch is not None:
         evaluator, progress = watch.before(evaluator), None
+        interim = watch.before(interim) if interim is not None else None
 
     def ids(values: list) -> torch.Tensor:
         return to_device(values, device) if device.type == "cuda" else torch.tensor(values, device=device)
@@ -497,7 +508,7 @@ def _train(
             progress(step, total, float(loss.detach()))
         on_grid = bool(grid) and pairs_seen // grid > (history_pairs[-1] // grid if history_pairs else 0)
         if (every and step % every == 0) or on_grid or step == total:
-            metrics = evaluator(model)
+            metrics = (interim or evaluator)(model)
             history.append((step, metrics))
             # a grid evaluation is keyed by its grid point, so trials of any batch size share the keys
             fidelity = pairs_seen // grid * grid if on_grid else pairs_seen
@@ -506,6 +517,10 @@ def _train(
             if step < total and reporter.should_stop():
                 stopped = True
                 break
+            if step == total and interim is not None:
+                # the curve ends on the interim sample like every other trial's; the value is the whole task's
+                history.append((step, evaluator(model)))
+                history_pairs.append(fidelity)
     value, value_step = trial_value(history, config.evaluation.metric)
     metrics, alpha, scores = history[-1][1], None, {}
     if start is not None and not stopped:

@@ -16,6 +16,7 @@ from autoembed.data import (
     read_query_file,
     retrieval_task,
     split_examples,
+    sub_task,
 )
 from autoembed.errors import AutoembedError
 
@@ -309,6 +310,31 @@ def test_retrieval_task_samples_are_seeded_and_keep_relevant_documents():
     for query, rel in zip(task.queries, task.relevant, strict=True):
         (doc,) = rel
         assert task.corpus[doc] == corpus["d" + query[1:]]
+
+
+def test_an_interim_sub_task_keeps_answers_then_nearest_distractors_then_a_seeded_fill():
+    """evaluation.interim_*: a smaller task drawn from the validation task, answers kept, each query's nearest other
+    documents next (rank by rank), the rest a seeded random fill; the same draw every time."""
+    corpus = {f"d{i}": f"document {i}" for i in range(40)}
+    rows = [Example(f"q{i}", corpus[f"d{i}"], doc_id=f"d{i}") for i in range(30)]
+    rows.append(Example("q0", corpus["d35"], doc_id="d35"))  # q0 has two answers
+    task = retrieval_task(rows, corpus)
+
+    def nearest(queries, documents, n):  # query qi is nearest to "document i+1", then to i+2, i+3, ...
+        def order(q):
+            return sorted(range(len(documents)), key=lambda d: (int(documents[d].split()[1]) - int(q[1:]) - 1) % 40)
+
+        return [order(q)[:n] for q in queries]
+
+    sub = sub_task(task, 4, 10, seed=3, distractors=1, nearest=nearest)
+    assert sub == sub_task(task, 4, 10, seed=3, distractors=1, nearest=nearest) != sub_task(task, 4, 10, seed=4, distractors=1, nearest=nearest)
+    assert len(sub.queries) == 4 and len(sub.corpus) == 10 and set(sub.queries) <= set(task.queries)
+    for query, rel in zip(sub.queries, sub.relevant, strict=True):
+        answers = {task.corpus[d] for d in task.relevant[task.queries.index(query)]}
+        assert {sub.corpus[d] for d in rel} == answers  # every answer kept (q0's two)
+        assert f"document {int(query[1:]) + 1}" in sub.corpus  # its nearest distractor kept
+    # no sampling asked: the task itself
+    assert sub_task(task, None, None) == task
 
 
 def test_query_file_by_doc_id_or_positive_text(tmp_path):

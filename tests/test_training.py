@@ -268,6 +268,32 @@ def test_evaluations_follow_one_grid_of_training_pairs(tiny_model, toy_data, bat
     assert (result.value_step, result.value_pairs) == (steps[-1], 48)
 
 
+def test_interim_evaluations_measure_a_sub_sample_and_the_value_the_whole_task(tiny_model, tmp_path):
+    """evaluation.interim_*: the reporter's curve (what the pruner judges) is measured on a sub-sample of the
+    validation task, the run's value on the whole task at its end: the same value as a run without a sub-sample."""
+    from conftest import make_toy_data
+
+    from autoembed.evaluation import RetrievalEvaluator
+
+    toy_data = make_toy_data(tmp_path, n_docs=160)  # a task the tiny model does not solve: the two samples differ
+
+    dotted = {"training.max_steps": 6, "evaluation.every_steps": 2}
+    whole = train(toy_config(tiny_model, toy_data, **dotted), reporter=Recorder())
+    config = toy_config(tiny_model, toy_data, **dotted, **{"evaluation.interim_queries": 20, "evaluation.interim_corpus": 40})
+    prepared = prepare(config)
+    sub = prepared.interim_task
+    assert len(sub.queries) == 20 and len(sub.corpus) == 40 and len(prepared.val_task.queries) > 20
+    recorder = Recorder()
+    result = train(config, prepared=prepared, reporter=recorder)
+    assert [s for s, _ in recorder.reports] == [2, 4, 6] and [s for s, _ in result.history] == [2, 4, 6, 6]
+    assert (result.value, result.metrics, result.value_step) == (whole.value, whole.metrics, 6)
+    on_sub = RetrievalEvaluator(sub, prepared.cache, config.evaluation.k)(result.model)
+    assert recorder.reports[-1][1] == on_sub != result.metrics
+    assert RetrievalEvaluator(prepared.val_task, prepared.cache, config.evaluation.k)(result.model) == result.metrics
+    # a recipe's run (no reporter) ends on the same value
+    assert train(config, prepared=prepared).value == result.value
+
+
 def test_every_steps_and_every_pairs_exclude_each_other(tiny_model, toy_data):
     with pytest.raises(AutoembedError, match="every_pairs: set one of every_steps"):
         toy_config(tiny_model, toy_data, **{"evaluation.every_steps": 2, "evaluation.every_pairs": 16})
