@@ -5,12 +5,13 @@ of trials in an hour on a CPU and never gets past its random start-up. So before
 times a few training steps and an encoding pass on the user's own data and model, and sets:
 
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
-  base model, ``hard_distractors``), when validation is larger than that;
+  base model, ``hard_distractors``), when validation is larger than that, and an interim sub-sample of it
+  (``evaluation.interim_queries`` x ``interim_corpus``) that the grid's evaluations measure, so that many fit;
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
   three evaluations (the pruner skips the first and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
-- the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the first grid point is
-  not judged), when the space leaves them out;
+- the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the grid points within the
+  first fifth of a typical trial, and at least the first, are not judged), when the space leaves them out;
 - TPE's random start-up (``sampler.n_startup_trials``: the starting points, one random trial, then TPE, or a third
   of the trials that fit, at most Optuna's default of 10), when the space leaves it out.
 
@@ -41,11 +42,15 @@ EVAL_SHARE = 0.15  # evaluation may cost at most this share of a trial
 TARGET_TRIALS = 12  # what the trial length aims at, counting pruned trials
 WARN_TRIALS = 6
 # with a pruner, about this share of the trials runs to the end; a pruned one stops at the first grid point the
-# pruner judges (the second: the first is its warm-up), so its share of a trial follows the grid (cost_share)
+# pruner judges (past its warm-up: warmup_pairs), so its share of a trial follows the grid (cost_share)
 COMPLETE_SHARE = 1 / 3
 VAL_QUERIES, VAL_CORPUS, VAL_DISTRACTORS = 600, 5000, 3
+# the interim sub-sample the grid's evaluations measure (the last one measures the whole sample): a fifth of the
+# texts, so about five times the evaluations fit in EVAL_SHARE, and the pruner can stop a trial early enough to pay
+INTERIM_QUERIES, INTERIM_CORPUS = 200, 1000
 MIN_EVALS = 3  # the warm-up point, one the pruner judges, the last (see evaluations)
 GRID_UNIT = 256
+WARMUP_SHARE = 0.2  # the pruner judges no trial before this share of a typical one (warmup_pairs)
 
 
 @dataclass
@@ -84,21 +89,31 @@ class Plan:
         return base.replace(**self.updates) if self.updates else base
 
 
-def evaluations(train_seconds: float, eval_seconds: float) -> int:
+def evaluations(train_seconds: float, eval_seconds: float, final_seconds: float = 0.0) -> int:
     """Evaluations per trial: their cost at most EVAL_SHARE of the trial's, at most 20, and at least MIN_EVALS.
 
-    The pruner never judges the first grid point (the warm-up) nor a trial's last evaluation (its value), so a trial
-    needs three for one judgement: with two (as planned until session 6) a 14-minute ICD-10 search ran 6 trials and
-    the median pruner could prune none of them.
+    ``eval_seconds`` is one evaluation on the grid; ``final_seconds`` what the end adds (the whole validation sample,
+    when the grid measures an interim sub-sample). The pruner never judges the first grid point (the warm-up) nor a
+    trial's last evaluation (its value), so a trial needs three for one judgement: with two (as planned until
+    session 6) a 14-minute ICD-10 search ran 6 trials and the median pruner could prune none of them.
     """
-    return max(MIN_EVALS, min(20, math.floor(EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds / max(eval_seconds, 1e-6))))
+    room = EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds - final_seconds
+    return max(MIN_EVALS, min(20, math.floor(room / max(eval_seconds, 1e-6))))
 
 
-def cost_share(prunes: bool, pairs: float, grid: float | None) -> float:
+def warmup_pairs(pairs: float, grid: float) -> int:
+    """The pruner's warm-up in training pairs: the last grid point within WARMUP_SHARE of a typical trial, at least
+    the first. With a fine grid (the interim sub-sample's) the first point comes a few percent into a trial, while
+    the learning rate is still warming up (up to 0.2 of a trial in the shipped spaces), and a trial whose warm-up is
+    longer would be judged against others' at a different point of their schedules."""
+    return int(max(grid, math.floor(WARMUP_SHARE * pairs / grid) * grid))
+
+
+def cost_share(prunes: bool, pairs: float, grid: float | None, warmup: float | None = None) -> float:
     """A trial's average cost as a share of a full one (``pairs`` long, evaluated every ``grid`` pairs and at its
-    end): without a pruner 1; with one, COMPLETE_SHARE of the trials run to the end and the rest stop at their
-    second evaluation (the first is the pruner's warm-up), or run to the end when no evaluation before the last is
-    left to judge them at.
+    end): without a pruner 1; with one, COMPLETE_SHARE of the trials run to the end and the rest stop at the first
+    evaluation past the pruner's ``warmup`` (by default the first grid point: the second evaluation), or run to the
+    end when no evaluation before the last is left to judge them at.
 
     Until session 7 the plan took a pruned trial to stop at 0.3 of its length whatever the grid; with the three
     evaluations a short trial gets it cannot stop before about two thirds, so fewer trials ran than the plan said
@@ -106,7 +121,8 @@ def cost_share(prunes: bool, pairs: float, grid: float | None) -> float:
     """
     if not prunes or not grid or math.ceil(pairs / grid) < MIN_EVALS:
         return 1.0
-    return COMPLETE_SHARE + (1 - COMPLETE_SHARE) * min(1.0, 2 * grid / pairs)
+    stop = (int((warmup or grid) // grid) + 1) * grid
+    return COMPLETE_SHARE + (1 - COMPLETE_SHARE) * min(1.0, stop / pairs)
 
 
 def user_sets(key: str, space: SearchSpace, base_sections: dict[str, Any]) -> bool:
@@ -148,10 +164,21 @@ def make_plan(
             plan.updates["evaluation.max_corpus"] = docs
             if free["evaluation.hard_distractors"]:
                 plan.updates["evaluation.hard_distractors"] = VAL_DISTRACTORS
+        if free["evaluation.interim_queries"] and free["evaluation.interim_corpus"] and (queries > INTERIM_QUERIES or docs > INTERIM_CORPUS):
+            plan.updates["evaluation.interim_queries"] = min(queries, INTERIM_QUERIES)
+            plan.updates["evaluation.interim_corpus"] = min(docs, INTERIM_CORPUS)
 
     speed = measure(base, info, dataset, batch=min(batch, max(2, n_train)))
     plan.measured = speed
-    eval_seconds = (min(queries, n_queries) + min(docs, n_docs)) / speed["encode_texts_per_s"]
+    rate = speed["encode_texts_per_s"]
+    full_seconds = (min(queries, n_queries) + min(docs, n_docs)) / rate
+    if ev.interim_queries or ev.interim_corpus or "evaluation.interim_queries" in plan.updates:
+        iq = plan.updates.get("evaluation.interim_queries", ev.interim_queries) or queries
+        ic = plan.updates.get("evaluation.interim_corpus", ev.interim_corpus) or docs
+        # the grid measures the sub-sample; the end measures it and the whole sample
+        eval_seconds, final_seconds = (min(iq, queries, n_queries) + min(ic, docs, n_docs)) / rate, full_seconds
+    else:
+        eval_seconds, final_seconds = full_seconds, 0.0
     spec = space.pruner
     prunes = spec.get("type") != "none"
     # trial length: about TARGET_TRIALS trials. A trial's average cost (cost_share) depends on how early the pruner
@@ -168,7 +195,7 @@ def make_plan(
                 plan.updates["training.epochs"] = epochs
                 pairs = epochs * n_train
         train_seconds = pairs / speed["train_pairs_per_s"]
-        n_evals = evaluations(train_seconds, eval_seconds)
+        n_evals = evaluations(train_seconds, eval_seconds, final_seconds)
         grid = user_grid
         if grid_free:
             grid = _round_up(pairs / n_evals)
@@ -176,17 +203,18 @@ def make_plan(
         every = grid or (step_grid * batch if step_grid else None)  # a grid in steps, as pairs at the typical batch
         if every:
             n_evals = max(1, math.ceil(pairs / every))  # the grid points, and the end when it is not one
-        settled = cost_share(prunes, pairs, every) == share
-        share = cost_share(prunes, pairs, every)
+        warmup = spec.get("n_warmup_steps", warmup_pairs(pairs, grid) if grid else None)
+        settled = cost_share(prunes, pairs, every, warmup) == share
+        share = cost_share(prunes, pairs, every, warmup)
         if settled:
             break
-    trial_seconds = train_seconds + n_evals * eval_seconds
+    trial_seconds = train_seconds + n_evals * eval_seconds + final_seconds
     fits = timeout / (trial_seconds * share)
     if spec.get("type") in ("median", "percentile"):
         if "n_startup_trials" not in spec:
             plan.pruner["n_startup_trials"] = max(2, min(5, round(fits / 4)))
         if "n_warmup_steps" not in spec and grid:
-            plan.pruner["n_warmup_steps"] = grid  # the first grid point is not judged
+            plan.pruner["n_warmup_steps"] = warmup  # the first grid point, or more: not judged (warmup_pairs)
     if space.sampler.type == "tpe" and space.sampler.n_startup_trials is None:
         # TPE's random start-up (Optuna's default: 10 trials) must end while there is budget left: the starting
         # points count toward it, then one random trial, then TPE, sampling near the best trials so far
@@ -196,7 +224,9 @@ def make_plan(
     plan.line = (
         f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
         f"queries x {min(docs, n_docs):,} docs" + (f", evaluate every {int(grid):,} pairs" if grid else "")
-    )
+        + (f" on {plan.updates['evaluation.interim_queries']:,} x {plan.updates['evaluation.interim_corpus']:,}"
+           if "evaluation.interim_queries" in plan.updates else "")
+    )  # fmt: skip
     if fits < WARN_TRIALS:
         plan.warnings.append(
             f"only ~{n} trials of ~{trial_seconds / 60:.1f} min fit in {timeout / 60:.0f} min "
@@ -207,7 +237,8 @@ def make_plan(
 
 _KEYS = (
     "evaluation.every_pairs", "evaluation.every_steps", "evaluation.max_queries", "evaluation.max_corpus",
-    "evaluation.hard_distractors", "training.epochs", "training.max_steps",
+    "evaluation.hard_distractors", "evaluation.interim_queries", "evaluation.interim_corpus", "training.epochs",
+    "training.max_steps",
 )  # fmt: skip
 
 

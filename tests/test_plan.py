@@ -133,3 +133,42 @@ def test_the_trial_count_counts_where_a_pruner_can_stop_a_trial(tmp_path, tiny_m
         assert 10 <= n <= 13, plan.line  # about TARGET_TRIALS fit either way
     # trials that are never stopped early must be shorter for as many to fit
     assert lengths["none"] < lengths["median"], lengths
+
+
+def test_an_interim_sub_sample_buys_a_finer_grid(tmp_path, tiny_model, monkeypatch):
+    """When the plan samples validation it also sets the interim sub-sample the grid's evaluations measure (the last
+    evaluation measures the whole sample): cheaper evaluations, so more of them fit in 15% of a trial and the pruner
+    can stop a trial earlier. A user's own setting (here: none) wins."""
+    import autoembed.plan as planning
+
+    monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 50.0})
+    monkeypatch.setattr(planning, "INTERIM_QUERIES", 100)
+    monkeypatch.setattr(planning, "INTERIM_CORPUS", 200)
+    data = make_toy_data(tmp_path / "data", n_docs=1500)  # ~1,100 validation queries: more than the sample's 600
+    s = space(tmp_path, "fixed: {training.epochs: 3.0}")
+    plan = make_plan(s, base(tiny_model, data), backbone_info(str(tiny_model)), timeout=3600, base_sections={})
+    assert plan.updates["evaluation.max_queries"] == 600
+    assert (plan.updates["evaluation.interim_queries"], plan.updates["evaluation.interim_corpus"]) == (100, 200)
+    assert plan.line.endswith(" on 100 x 200"), plan.line
+    off = make_plan(
+        space(tmp_path, "fixed: {training.epochs: 3.0}"), base(tiny_model, data), backbone_info(str(tiny_model)),
+        timeout=3600, base_sections={"evaluation": {"interim_queries": None, "interim_corpus": None}},
+    )  # fmt: skip
+    assert "evaluation.interim_queries" not in off.updates and "evaluation.interim_corpus" not in off.updates
+    fine, coarse = plan.updates["evaluation.every_pairs"], off.updates["evaluation.every_pairs"]
+    # 3 epochs of ~3,400 pairs at 20/s: 8.5 min of training, 15% of it 89 s: two whole-sample evaluations (600 x
+    # 1,500 texts, 42 s), so the plan's minimum of 3; or 7 on the 300-text sub-sample after the end's whole one
+    assert coarse // fine >= 2, (fine, coarse)
+    # the pruner's warm-up: the grid points in the first fifth of the trial
+    assert plan.pruner["n_warmup_steps"] == planning.warmup_pairs(3 * 3375, fine) == fine
+    assert off.pruner["n_warmup_steps"] == coarse
+
+
+def test_the_pruner_judges_no_trial_before_a_fifth_of_it():
+    """With a fine grid the pruner's warm-up covers the grid points in the first fifth of a typical trial (where the
+    learning rate may still be warming up), and a pruned trial's cost counts from the first point past it."""
+    from autoembed.plan import cost_share, warmup_pairs
+
+    assert warmup_pairs(10_240, 512) == 2048 and warmup_pairs(10_240, 4096) == 4096  # at least the first point
+    assert cost_share(True, 10_240, 512, warmup=2048) == pytest.approx(1 / 3 + 2 / 3 * 2560 / 10_240)
+    assert cost_share(True, 10_240, 512) == pytest.approx(1 / 3 + 2 / 3 * 1024 / 10_240)
