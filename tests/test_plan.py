@@ -172,3 +172,46 @@ def test_the_pruner_judges_no_trial_before_a_fifth_of_it():
     assert warmup_pairs(10_240, 512) == 2048 and warmup_pairs(10_240, 4096) == 4096  # at least the first point
     assert cost_share(True, 10_240, 512, warmup=2048) == pytest.approx(1 / 3 + 2 / 3 * 2560 / 10_240)
     assert cost_share(True, 10_240, 512) == pytest.approx(1 / 3 + 2 / 3 * 1024 / 10_240)
+
+
+def test_the_plan_times_the_batches_the_space_may_sample_and_counts_mined_negatives(tmp_path, tiny_model, toy_data, monkeypatch):
+    """A trial's speed depends on its batch and on its mined negatives (one more text per pair each): the plan times
+    the smallest to the largest batch the space may sample and averages time per pair over them, then scales for
+    the negatives the space may add. (It timed the typical batch alone until session 8, and promised ICD-10 trials
+    of ~3.1 min that took ~4.1.)"""
+    import autoembed.plan as planning
+
+    s = space(tmp_path)
+    assert planning.batch_choices(s, 32) == [8, 16]
+    s.params["batch_size"] = s.params["batch_size"].model_copy(update={"choices": [4, 8, 16, 32, 64, 128, 256]})
+    assert planning.batch_choices(s, 32) == [4, 16, 64, 256]  # four, spread from the smallest to the largest
+    s.params["batch_size"] = s.params["batch_size"].model_copy(update={"type": "int", "choices": None, "low": 6, "high": 100})
+    assert planning.batch_choices(s, 32) == [6, 100]  # a range: its ends
+    assert planning.batch_choices(SearchSpace.from_dict({"metric": "recall@10", "fixed": {"training.epochs": 1.0}}), 32) == [32]
+
+    timed = {}
+
+    def measure(*args, batches, **kwargs):
+        timed["batches"] = batches
+        return {"train_pairs_per_s": 40.0, "encode_texts_per_s": 400.0}
+
+    monkeypatch.setattr(planning, "measure", measure)
+    mined = space(tmp_path, "  hard_negatives: {type: categorical, choices: [0, 1]}")
+    plan = make_plan(mined, base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={})
+    assert timed["batches"] == [8, 16]
+    # half the trials encode 3 texts per pair instead of 2: 1.25x the time on average
+    assert plan.measured["train_pairs_per_s"] == 32.0 and plan.measured["mined_negatives_factor"] == 1.25
+    plain = make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={})
+    assert plain.measured["train_pairs_per_s"] == 40.0 and "mined_negatives_factor" not in plain.measured
+
+
+def test_measure_times_each_batch(tiny_model, toy_data):
+    from autoembed.data import load_dataset
+    from autoembed.plan import measure
+
+    config = base(tiny_model, toy_data)
+    dataset = load_dataset(config.data.train, config.data.val, config.data.corpus)
+    speed = measure(config, backbone_info(str(tiny_model)), dataset, batches=[2, 8])
+    assert speed["train_pairs_per_s@2"] > 0 and speed["train_pairs_per_s@8"] > 0
+    harmonic = 2 / (1 / speed["train_pairs_per_s@2"] + 1 / speed["train_pairs_per_s@8"])
+    assert speed["train_pairs_per_s"] == pytest.approx(harmonic, rel=0.01)
