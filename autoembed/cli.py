@@ -208,10 +208,18 @@ def status(
         table.add_column(col)
     for r in rows:
         value = f"{r['value']:.4f}" if r["value"] is not None else (r["fail_reason"] or "-")[:60]
+        if r["value"] is not None and r["state"] == "PRUNED":
+            value = f"({value})"  # its last evaluation, not a value (see the note under the table)
         secs = f"{r['duration_s']:.0f}" if r["duration_s"] is not None else "-"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         table.add_row(str(r["number"]), r["state"], value, str(r["last_step"] or "-"), secs, params)
     out.print(table)
+    if summary["counts"]["PRUNED"]:
+        out.print(
+            "(x): a pruned trial's last evaluation, on the interim sub-sample when evaluation.interim_* is set: not "
+            "comparable with the values of complete trials",
+            highlight=False,
+        )
     if best is not None:
         out.print(f"best: trial {best.number} = {best.value:.4f}", highlight=False)
     else:

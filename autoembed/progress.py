@@ -63,7 +63,10 @@ class SearchDisplay:
             row["value"] = value
         self.finished_runs += 1
         seconds = time.monotonic() - row["t0"]
-        tail = f" value {row['value']:.4f}" if row["value"] is not None else ""
+        # a trial that did not complete has no value: its last evaluation (with evaluation.interim_*, on the interim
+        # sub-sample, whose figures run higher than the whole sample's and are not comparable with values)
+        label = "value" if state == "COMPLETE" else "last evaluation"
+        tail = f" {label} {row['value']:.4f}" if row["value"] is not None else ""
         tail += f" ({reason[:160]})" if reason else ""
         self._line(f"trial {number} {state} after {seconds:.0f}s at step {row['step']}{tail}")
 
