@@ -48,6 +48,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     "3 epochs": ("training.epochs: 3", {"training": {"epochs": 3}}),
     "extra_train": ("data.extra_train: data/icd10/extra_train.jsonl", {"data": {"extra_train": "data/icd10/extra_train.jsonl"}}),
     "merge_base": ("training.merge_base: auto", {"training": {"merge_base": "auto"}}),
+    "synonym_pairs": ("data.synonym_pairs: 0.25", {"data": {"synonym_pairs": 0.25}}),
 }
 
 
