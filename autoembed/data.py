@@ -385,21 +385,27 @@ def retrieval_task(
 
     if max_corpus is not None and len(doc_keys) > max_corpus:
         needed = {k for q in queries for k in query_rel[q]}
-        others = [k for k in doc_keys if k not in needed]
-        keep = set(needed)
-        if distractors and nearest is not None:
-            ranked = nearest(queries, [doc_text[k] for k in others], distractors)
-            for rank in range(distractors):
-                for row in ranked:
-                    if len(keep) < max_corpus and rank < len(row):
-                        keep.add(others[row[rank]])
-        rest = [k for k in others if k not in keep]
-        room = max(0, max_corpus - len(keep))
-        keep |= set(random.Random(seed + 1).sample(rest, min(room, len(rest))))
+        keep = _corpus_sample(doc_keys, needed, doc_text.__getitem__, queries, max_corpus, distractors, nearest, random.Random(seed + 1))
         doc_keys = [k for k in doc_keys if k in keep]
     index = {k: i for i, k in enumerate(doc_keys)}
     relevant = [frozenset(index[k] for k in query_rel[q]) for q in queries]
     return RetrievalTask(queries=queries, corpus=[doc_text[k] for k in doc_keys], relevant=relevant)
+
+
+def _corpus_sample(docs: list, needed: set, text: Callable, queries: list[str], max_corpus: int, distractors: int, nearest, rng: random.Random) -> set:
+    """Which of ``docs`` a corpus sample keeps: the ``needed`` ones (the sampled queries' answers), then each query's
+    ``distractors`` nearest others by ``nearest``, rank by rank, then a random fill by ``rng`` up to ``max_corpus``."""
+    others = [k for k in docs if k not in needed]
+    keep = set(needed)
+    if distractors and nearest is not None:
+        ranked = nearest(queries, [text(k) for k in others], distractors)
+        for rank in range(distractors):
+            for row in ranked:
+                if len(keep) < max_corpus and rank < len(row):
+                    keep.add(others[row[rank]])
+    rest = [k for k in others if k not in keep]
+    keep |= set(rng.sample(rest, min(max(0, max_corpus - len(keep)), len(rest))))
+    return keep
 
 
 def sub_task(
@@ -421,17 +427,9 @@ def sub_task(
         picked = sorted(rng.sample(picked, max_queries))
     docs = list(range(len(task.corpus)))
     if max_corpus is not None and len(docs) > max_corpus:
-        keep = {d for q in picked for d in task.relevant[q]}
-        others = [d for d in docs if d not in keep]
-        if distractors and nearest is not None:
-            ranked = nearest([task.queries[q] for q in picked], [task.corpus[d] for d in others], distractors)
-            for rank in range(distractors):
-                for row in ranked:
-                    if len(keep) < max_corpus and rank < len(row):
-                        keep.add(others[row[rank]])
-        rest = [d for d in others if d not in keep]
-        keep |= set(random.Random(seed + 3).sample(rest, min(max(0, max_corpus - len(keep)), len(rest))))
-        docs = sorted(keep)
+        needed = {d for q in picked for d in task.relevant[q]}
+        queries = [task.queries[q] for q in picked]
+        docs = sorted(_corpus_sample(docs, needed, task.corpus.__getitem__, queries, max_corpus, distractors, nearest, random.Random(seed + 3)))
     index = {d: i for i, d in enumerate(docs)}
     return RetrievalTask(
         queries=[task.queries[q] for q in picked],

@@ -148,11 +148,11 @@ def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepare
     if not task.queries:
         raise AutoembedError("validation has no queries with a positive", file=d.val or d.train)
     interim = None
-    if (e.interim_queries or e.interim_corpus) and (
-        len(task.queries) > (e.interim_queries or len(task.queries)) or len(task.corpus) > (e.interim_corpus or len(task.corpus))
-    ):
+    if e.interim_queries or e.interim_corpus:
         near = base.nearest if base is not None else None
         interim = sub_task(task, e.interim_queries, e.interim_corpus, seed=e.sample_seed, distractors=e.hard_distractors, nearest=near)
+        if (len(interim.queries), len(interim.corpus)) == (len(task.queries), len(task.corpus)):
+            interim = None  # no smaller than the task: evaluate the task itself
     texts = [t for ex in dataset.train for t in (ex.anchor, ex.positive, *ex.negatives)]
     pool = mining_pool(dataset.train, dataset.corpus) if depth else []
     mining = mine_scored(base, dataset.train, pool, depth) if depth else Mined()

@@ -46,7 +46,7 @@ def search(name: str, space: Path, timeout: float, out: Path, seed: int) -> dict
 
 
 def trials(db: Path, name: str) -> list[dict]:
-    """Each trial: state, value (the whole validation sample), training pairs reached, seconds, batch size."""
+    """Each trial: state, value (complete trials: the whole validation sample), training pairs reached, seconds, params."""
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
