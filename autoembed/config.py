@@ -310,8 +310,8 @@ class EvaluationConfig(Section):
     max_queries: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     max_corpus: int | None = _f(None, Rule(INT, 1, 10**9, optional=True))
     sample_seed: int = _f(0, Rule(INT))
-    # with max_corpus: each sampled query's N nearest documents by the base model join the sample before the random
-    # fill, so validation measures what the test against the whole corpus does (autoembed/mining.py)
+    # with max_corpus (or interim_corpus): each sampled query's N nearest documents by the base model join the sample
+    # before the random fill, so validation measures what the test against the whole corpus does (autoembed/mining.py)
     hard_distractors: int = _f(0, Rule(INT, 0, 1000))
     # the evaluations before a run's last (the curve the pruner judges) measure on a seeded sub-sample of the
     # validation task, this many queries x documents (their answers and hard_distractors nearest first); the last

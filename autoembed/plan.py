@@ -5,8 +5,10 @@ of trials in an hour on a CPU and never gets past its random start-up. So before
 times a few training steps and an encoding pass on the user's own data and model, and sets:
 
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
-  base model, ``hard_distractors``), when validation is larger than that, and an interim sub-sample of it
-  (``evaluation.interim_queries`` x ``interim_corpus``) that the grid's evaluations measure, so that many fit;
+  base model, ``hard_distractors``) for a trial's value, as large as 5% of a typical trial pays for (at least 600 x
+  5,000; the whole set when it fits), and an interim sub-sample of it (``evaluation.interim_queries`` x
+  ``interim_corpus``: up to 600 of its queries against their answers and nearest distractors) that the grid's
+  evaluations measure, so that many fit;
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
   three evaluations (the pruner skips the first and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
@@ -45,10 +47,15 @@ WARN_TRIALS = 6
 # with a pruner, about this share of the trials runs to the end; a pruned one stops at the first grid point the
 # pruner judges (past its warm-up: warmup_pairs), so its share of a trial follows the grid (cost_share)
 COMPLETE_SHARE = 1 / 3
-VAL_QUERIES, VAL_CORPUS, VAL_DISTRACTORS = 600, 5000, 3
-# the interim sub-sample the grid's evaluations measure (the last one measures the whole sample): a fifth of the
-# texts, so about five times the evaluations fit in EVAL_SHARE, and the pruner can stop a trial early enough to pay
-INTERIM_QUERIES, INTERIM_CORPUS = 200, 1000
+# the validation sample a trial's value is measured on: at least this (when validation is larger), more when
+# FINAL_SHARE of a typical trial's training pays for it (validation_sample); its documents are the queries' answers,
+# then their nearest by the base model (nearest_first)
+VAL_QUERIES, VAL_CORPUS = 600, 5000
+FINAL_SHARE = 0.05
+# the interim sub-sample the grid's evaluations measure (the last one measures the whole sample): some of the
+# sample's queries against their answers and nearest documents. Session 8's 200 x 1,000 was cheaper but ordered
+# trained ICD-10 models no better than chance (benchmarks/validation_fidelity.py), so the pruner judged noise
+INTERIM_QUERIES, INTERIM_CORPUS = 400, 2000
 MIN_EVALS = 3  # the warm-up point, one the pruner judges, the last (see evaluations)
 GRID_UNIT = 256
 WARMUP_SHARE = 0.2  # the pruner judges no trial before this share of a typical one (warmup_pairs)
@@ -100,6 +107,32 @@ def evaluations(train_seconds: float, eval_seconds: float, final_seconds: float 
     """
     room = EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds - final_seconds
     return max(MIN_EVALS, min(20, math.floor(room / max(eval_seconds, 1e-6))))
+
+
+def validation_sample(n_queries: int, n_docs: int, texts: float) -> tuple[int, int]:
+    """How many of the ``n_queries`` validation queries and ``n_docs`` documents a trial's value measures, for about
+    ``texts`` texts encoded (at least VAL_QUERIES + VAL_CORPUS): the whole set when it fits, else queries and
+    documents in the proportion of VAL_QUERIES to VAL_CORPUS, what one side leaves going to the other.
+
+    Until session 9 the sample was 600 x 5,000 whatever the trials cost: on ICD-10 it ordered trained models less
+    like the test than a sample three times its size that costs a trial 5% (benchmarks/validation_fidelity.py)."""
+    budget = max(VAL_QUERIES + VAL_CORPUS, int(texts))
+    if n_queries + n_docs <= budget:
+        return n_queries, n_docs
+    queries = min(n_queries, max(VAL_QUERIES, round(budget * VAL_QUERIES / (VAL_QUERIES + VAL_CORPUS))))
+    docs = min(n_docs, budget - queries)
+    return min(n_queries, budget - docs), docs
+
+
+def nearest_first(queries: int, docs: int) -> int:
+    """``evaluation.hard_distractors`` for a sample of ``docs`` documents for ``queries`` queries: enough of each
+    query's nearest (rank by rank, so every query gets its nearest first; twice the documents per query, since
+    neighbours overlap) that the sample is all answers and near documents, no random fill, at most 100.
+
+    A random fill is documents no model ranks near a query: on ICD-10, 600 x 5,000 with 3 nearest each and a random
+    fill ordered nine trained models as the test does with Spearman's rho 0.62 (81% of pairs); filled nearest first,
+    0.90 (98%); 1,213 x 14,000, 0.58 against 0.97 (benchmarks/validation_fidelity.py)."""
+    return max(1, min(100, 2 * math.ceil(docs / max(1, queries))))
 
 
 def warmup_pairs(pairs: float, grid: float) -> int:
@@ -156,19 +189,6 @@ def make_plan(
             plan.line = f"no --timeout: evaluate every {plan.updates['evaluation.every_pairs']:,} training pairs"
         return plan
 
-    # the validation sample
-    queries, docs = ev.max_queries or n_queries, ev.max_corpus or n_docs
-    if free["evaluation.max_queries"] and free["evaluation.max_corpus"] and (n_queries > VAL_QUERIES or n_docs > VAL_CORPUS):
-        queries, docs = min(n_queries, VAL_QUERIES), min(n_docs, VAL_CORPUS)
-        plan.updates["evaluation.max_queries"] = queries
-        if docs < n_docs:
-            plan.updates["evaluation.max_corpus"] = docs
-            if free["evaluation.hard_distractors"]:
-                plan.updates["evaluation.hard_distractors"] = VAL_DISTRACTORS
-        if free["evaluation.interim_queries"] and free["evaluation.interim_corpus"] and (queries > INTERIM_QUERIES or docs > INTERIM_CORPUS):
-            plan.updates["evaluation.interim_queries"] = min(queries, INTERIM_QUERIES)
-            plan.updates["evaluation.interim_corpus"] = min(docs, INTERIM_CORPUS)
-
     speed = measure(base, info, dataset, batches=[min(b, max(2, n_train)) for b in batch_choices(space, batch)])
     # a mined negative is one more text to encode per pair: a trial with n of them takes about (2 + n) / 2 times as
     # long per pair (ICD-10: 29 against 41 pairs/s at batch 16 with one); averaged over what the space may sample
@@ -178,6 +198,30 @@ def make_plan(
         speed = speed | {"train_pairs_per_s": round(speed["train_pairs_per_s"] / factor, 2), "mined_negatives_factor": round(factor, 3)}
     plan.measured = speed
     rate = speed["encode_texts_per_s"]
+
+    # the validation sample: as large as FINAL_SHARE of a typical trial's training pays for (at least VAL_QUERIES x
+    # VAL_CORPUS, the whole validation set when it fits), since a trial's value is what the search picks by; the
+    # grid's evaluations measure an interim sub-sample of it
+    queries, docs = ev.max_queries or n_queries, ev.max_corpus or n_docs
+    if free["evaluation.max_queries"] and free["evaluation.max_corpus"]:
+        est_train = pairs / speed["train_pairs_per_s"]
+        if free["training.epochs"] and free["training.max_steps"]:  # the plan may shorten trials below
+            est_train = min(est_train, timeout * (1 - EVAL_SHARE) / TARGET_TRIALS)
+        queries, docs = validation_sample(n_queries, n_docs, FINAL_SHARE * est_train * rate)
+        if queries < n_queries:
+            plan.updates["evaluation.max_queries"] = queries
+        if docs < n_docs:
+            plan.updates["evaluation.max_corpus"] = docs
+        iq, ic = min(queries, INTERIM_QUERIES), min(docs, INTERIM_CORPUS)
+        if free["evaluation.interim_queries"] and free["evaluation.interim_corpus"] and 2 * (iq + ic) <= queries + docs:
+            plan.updates["evaluation.interim_queries"], plan.updates["evaluation.interim_corpus"] = iq, ic
+        if free["evaluation.hard_distractors"] and (docs < n_docs or "evaluation.interim_corpus" in plan.updates):
+            # nearest first: enough of each query's nearest documents, rank by rank, to fill the corpus sample and
+            # the interim one (drawn from it the same way)
+            plan.updates["evaluation.hard_distractors"] = max(
+                nearest_first(queries, docs) if docs < n_docs else 0,
+                nearest_first(iq, ic) if "evaluation.interim_corpus" in plan.updates else 0,
+            )
     full_seconds = (min(queries, n_queries) + min(docs, n_docs)) / rate
     if ev.interim_queries or ev.interim_corpus or "evaluation.interim_queries" in plan.updates:
         iq = plan.updates.get("evaluation.interim_queries", ev.interim_queries) or queries

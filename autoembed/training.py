@@ -132,7 +132,7 @@ def prepare(config: TrialConfig, *, mine: int = 0, pca: bool = False) -> Prepare
     depth = max(d.hard_negatives, mine)
     base = None
     pca = pca or needs_pca(config)
-    if depth or pca or (e.hard_distractors and e.max_corpus):
+    if depth or pca or (e.hard_distractors and (e.max_corpus or e.interim_corpus)):
         encoder = load_encoder(config.model, device=resolve_device(config.training.device))
         base = BaseEmbeddings(encoder, tokenizer, d.max_seq_length)
     task = retrieval_task(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -144,11 +145,13 @@ def test_an_interim_sub_sample_buys_a_finer_grid(tmp_path, tiny_model, monkeypat
     monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 50.0})
     monkeypatch.setattr(planning, "INTERIM_QUERIES", 100)
     monkeypatch.setattr(planning, "INTERIM_CORPUS", 200)
-    data = make_toy_data(tmp_path / "data", n_docs=1500)  # ~1,100 validation queries: more than the sample's 600
+    data = make_toy_data(tmp_path / "data", n_docs=1500)  # ~1,100 validation queries x 1,500 docs: the whole set fits
     s = space(tmp_path, "fixed: {training.epochs: 3.0}")
     plan = make_plan(s, base(tiny_model, data), backbone_info(str(tiny_model)), timeout=3600, base_sections={})
-    assert plan.updates["evaluation.max_queries"] == 600
+    assert "evaluation.max_queries" not in plan.updates and "evaluation.max_corpus" not in plan.updates
     assert (plan.updates["evaluation.interim_queries"], plan.updates["evaluation.interim_corpus"]) == (100, 200)
+    # the interim corpus keeps each query's nearest: 2 x 1 each (rank by rank, they overlap), no random fill
+    assert plan.updates["evaluation.hard_distractors"] == planning.nearest_first(100, 200) == 4
     assert plan.line.endswith(" on 100 x 200"), plan.line
     off = make_plan(
         space(tmp_path, "fixed: {training.epochs: 3.0}"), base(tiny_model, data), backbone_info(str(tiny_model)),
@@ -215,3 +218,34 @@ def test_measure_times_each_batch(tiny_model, toy_data):
     assert speed["train_pairs_per_s@2"] > 0 and speed["train_pairs_per_s@8"] > 0
     harmonic = 2 / (1 / speed["train_pairs_per_s@2"] + 1 / speed["train_pairs_per_s@8"])
     assert speed["train_pairs_per_s"] == pytest.approx(harmonic, rel=0.01)
+
+
+def test_the_validation_sample_grows_with_what_a_trial_costs(tmp_path, tiny_model, monkeypatch):
+    """A trial's value (what the search picks by) measures as much of validation as 5% of a typical trial's training
+    pays for: at least 600 queries x 5,000 documents, the whole set when it fits. Longer trials, a larger sample."""
+    import autoembed.plan as planning
+    from autoembed.plan import validation_sample
+
+    assert validation_sample(1100, 1500, 100) == (1100, 1500)  # fits the least sample: all of it
+    assert validation_sample(1214, 46_881, 100) == (600, 5000)  # the least sample
+    assert validation_sample(1214, 46_881, 15_500) == (1214, 14_286)  # all queries; the documents take the rest
+    assert validation_sample(50_000, 2000, 5600) == (3600, 2000)  # all documents; the queries take the rest
+    assert planning.nearest_first(600, 5000) == 18 and planning.nearest_first(10, 5000) == 100
+    monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 100.0})
+    data = make_toy_data(tmp_path / "data", n_docs=8000)  # 18,000 training pairs; ~5,000 queries x 8,000 docs
+    n_queries = len({json.loads(line)["query"] for line in data["val"].read_text().splitlines()})
+    samples = {}
+    for epochs in (0.5, 2.0, 3.0):
+        s = space(tmp_path, f"fixed: {{training.epochs: {epochs}}}")
+        plan = make_plan(s, base(tiny_model, data), backbone_info(str(tiny_model)), timeout=36_000, base_sections={})
+        u = plan.updates
+        samples[epochs] = (u.get("evaluation.max_queries", n_queries), u.get("evaluation.max_corpus", 8000))
+        assert (u["evaluation.interim_queries"], u["evaluation.interim_corpus"]) == (400, 2000)
+        # the documents are the answers, then each query's nearest, rank by rank, until the sample is full
+        want = max(planning.nearest_first(400, 2000), planning.nearest_first(*samples[epochs]) if samples[epochs][1] < 8000 else 0)
+        assert u["evaluation.hard_distractors"] == want, (u, samples)
+        assert f"validation {samples[epochs][0]:,} queries x {samples[epochs][1]:,} docs" in plan.line, plan.line
+    assert samples[0.5] == (600, 5000), samples  # 450 s of training: 5% of it encodes fewer than the least sample
+    # 1,800 s of training: 5% of it is 9,000 texts at 100 texts/s, all 8,000 documents and 1,000 queries
+    assert samples[2.0] == (1000, 8000), samples
+    assert samples[3.0] == (n_queries, 8000), samples  # 13,500 texts: the whole validation set fits

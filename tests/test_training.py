@@ -294,6 +294,32 @@ def test_interim_evaluations_measure_a_sub_sample_and_the_value_the_whole_task(t
     assert train(config, prepared=prepared).value == result.value
 
 
+def test_an_interim_sub_sample_of_the_whole_validation_keeps_each_querys_nearest(tiny_model, tmp_path):
+    """With the whole validation set as the task (no max_corpus) the interim sub-sample still takes each query's
+    nearest documents by the base model before any random fill (evaluation.hard_distractors), as the budget plan
+    asks since session 9: a random fill is documents no model ranks near a query."""
+    from conftest import make_toy_data
+    from transformers import AutoTokenizer
+
+    from autoembed.mining import BaseEmbeddings
+    from autoembed.model import backbone_info, load_encoder
+
+    data = make_toy_data(tmp_path, n_docs=160)
+    interim = {"evaluation.interim_queries": 10, "evaluation.interim_corpus": 30}
+    near = prepare(toy_config(tiny_model, data, **interim, **{"evaluation.hard_distractors": 2}))
+    plain = prepare(toy_config(tiny_model, data, **interim))
+    assert near.val_task == plain.val_task and near.interim_task.queries == plain.interim_task.queries
+    assert near.interim_task.corpus != plain.interim_task.corpus
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone_info(str(tiny_model)).transformer_path))
+    base = BaseEmbeddings(load_encoder(str(tiny_model)), tokenizer, 128)
+    task, sub = near.val_task, near.interim_task
+    for query in sub.queries:
+        answers = {task.corpus[d] for d in task.relevant[task.queries.index(query)]}
+        others = [t for t in task.corpus if t not in answers]
+        nearest = others[base.nearest([query], others, 1)[0][0]]
+        assert nearest in sub.corpus, query
+
+
 def test_every_steps_and_every_pairs_exclude_each_other(tiny_model, toy_data):
     with pytest.raises(AutoembedError, match="every_pairs: set one of every_steps"):
         toy_config(tiny_model, toy_data, **{"evaluation.every_steps": 2, "evaluation.every_pairs": 16})
