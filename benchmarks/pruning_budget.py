@@ -1,7 +1,9 @@
 """Pruned against unpruned search at an equal budget (issue 14's goal: at least as high, with twice the trials).
 
 On ICD-10 it runs two searches one after the other with the same space, seed and ``--timeout``: the space as
-given (its pruner, with the budget plan's start-up and warm-up), then the same file with ``pruner: {type: none}``.
+given (its pruner, with the budget plan's start-up and warm-up), then the same file with ``pruner: {type: none}``
+and the pruned search's planned evaluation (validation sample, interim sub-sample, grid) fixed, so that both
+values are measured on the same sample.
 The trial length is fixed in the space (``training.epochs``), so "twice the trials" means twice the configurations
 tried, not shorter ones. Run it alone: the two searches must get the same machine.
 
@@ -61,11 +63,25 @@ def trials(db: Path, name: str) -> list[dict]:
     return rows
 
 
+def evaluation_plan(db: Path, name: str) -> dict:
+    """The config keys the budget plan of study ``name`` set."""
+    import optuna
+
+    return dict(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").user_attrs["plan"]["updates"])
+
+
+def pin(space: str, keys: dict) -> str:
+    """The space text with ``keys`` added to its ``fixed:`` section."""
+    lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items())
+    return space.replace("fixed:\n", "fixed:\n" + lines, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=1500.0, help="each search's --timeout (seconds)")
     parser.add_argument("--space", help="a space file (default: the training space with training.epochs: 1.0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-pruned", action="store_true", help="keep the pruned search of an earlier run in --out; run the unpruned one")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pruning_budget"))
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -81,11 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{pruned}: the space has no top-level 'pruner:' line to turn off")
     unpruned.write_text("\n".join("pruner: {type: none}" if line.startswith("pruner:") else line for line in lines) + "\n")
     results = {}
-    for name, space in (("pruned", pruned), ("unpruned", unpruned)):
-        for stale in out.glob(f"{name}.db*"):
+    if args.reuse_pruned:
+        results["pruned"] = json.loads((out / "results.json").read_text())["pruned"]
+    else:
+        for stale in out.glob("pruned.db*"):
             stale.unlink()
-        results[name] = search(name, space, args.timeout, out, args.seed)
+        results["pruned"] = search("pruned", pruned, args.timeout, out, args.seed)
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    # the unpruned search measures what the pruned one did: its plan's validation sample, interim sub-sample and grid
+    # (the plan sizes the sample from the machine's measured speed, which differs a little from run to run)
+    measured = {k: v for k, v in evaluation_plan(out / "pruned.db", "pruned").items() if k.startswith("evaluation.")}
+    unpruned.write_text(pin(unpruned.read_text(), measured))
+    for stale in out.glob("unpruned.db*"):
+        stale.unlink()
+    results["unpruned"] = search("unpruned", unpruned, args.timeout, out, args.seed) | {"pinned": measured}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print("| search | trials | complete | pruned | best validation | trial-seconds | wall (s) |")
     print("|---|---|---|---|---|---|---|")
     for name, row in results.items():
