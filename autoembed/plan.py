@@ -202,7 +202,9 @@ def make_plan(
     # the validation sample: as large as FINAL_SHARE of a typical trial's training pays for (at least VAL_QUERIES x
     # VAL_CORPUS, the whole validation set when it fits), since a trial's value is what the search picks by; the
     # grid's evaluations measure an interim sub-sample of it
-    queries, docs = ev.max_queries or n_queries, ev.max_corpus or n_docs
+    # what the user set, in the space or the base (a space's wins), for the plan's arithmetic
+    queries = _typical(space, "evaluation.max_queries", ev.max_queries) or n_queries
+    docs = _typical(space, "evaluation.max_corpus", ev.max_corpus) or n_docs
     if free["evaluation.max_queries"] and free["evaluation.max_corpus"]:
         est_train = pairs / speed["train_pairs_per_s"]
         if free["training.epochs"] and free["training.max_steps"]:  # the plan may shorten trials below
@@ -223,9 +225,11 @@ def make_plan(
                 nearest_first(iq, ic) if "evaluation.interim_corpus" in plan.updates else 0,
             )
     full_seconds = (min(queries, n_queries) + min(docs, n_docs)) / rate
-    if ev.interim_queries or ev.interim_corpus or "evaluation.interim_queries" in plan.updates:
-        iq = plan.updates.get("evaluation.interim_queries", ev.interim_queries) or queries
-        ic = plan.updates.get("evaluation.interim_corpus", ev.interim_corpus) or docs
+    user_iq = _typical(space, "evaluation.interim_queries", ev.interim_queries)
+    user_ic = _typical(space, "evaluation.interim_corpus", ev.interim_corpus)
+    if user_iq or user_ic or "evaluation.interim_queries" in plan.updates:
+        iq = plan.updates.get("evaluation.interim_queries", user_iq) or queries
+        ic = plan.updates.get("evaluation.interim_corpus", user_ic) or docs
         # the grid measures the sub-sample; the end measures it and the whole sample
         eval_seconds, final_seconds = (min(iq, queries, n_queries) + min(ic, docs, n_docs)) / rate, full_seconds
     else:

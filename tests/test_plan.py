@@ -249,3 +249,20 @@ def test_the_validation_sample_grows_with_what_a_trial_costs(tmp_path, tiny_mode
     # 1,800 s of training: 5% of it is 9,000 texts at 100 texts/s, all 8,000 documents and 1,000 queries
     assert samples[2.0] == (1000, 8000), samples
     assert samples[3.0] == (n_queries, 8000), samples  # 13,500 texts: the whole validation set fits
+
+
+def test_a_sample_the_space_fixes_is_what_the_plan_counts(tmp_path, tiny_model, monkeypatch):
+    """A validation sample the space's `fixed` sets (not the study's base) is what the plan times and prints; it
+    sets no sample of its own. Until session 9 it counted the whole validation set then: a pinned 807 x 6,726
+    sample on ICD-10 printed "validation 1,213 queries x 46,881 docs" and "~1.9 trials"."""
+    import autoembed.plan as planning
+
+    monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 50.0})
+    data = make_toy_data(tmp_path / "data", n_docs=1500)
+    pinned = "{evaluation.max_queries: 50, evaluation.max_corpus: 300, evaluation.interim_queries: 20, evaluation.interim_corpus: 100}"
+    plan = make_plan(space(tmp_path, f"fixed: {pinned}"), base(tiny_model, data), backbone_info(str(tiny_model)), timeout=3600, base_sections={})
+    assert "validation 50 queries x 300 docs" in plan.line, plan.line
+    assert not [k for k in plan.updates if k != "evaluation.every_pairs" and k.startswith("evaluation.")], plan.updates
+    whole = make_plan(space(tmp_path), base(tiny_model, data), backbone_info(str(tiny_model)), timeout=3600, base_sections={})
+    # evaluating 50 + 300 texts (20 + 100 on the grid) instead of all ~2,600: a finer grid
+    assert plan.updates["evaluation.every_pairs"] < whole.updates["evaluation.every_pairs"]
