@@ -73,8 +73,13 @@ def _run(args: list[str], log: Path) -> tuple[str, float, float]:
     return stdout, _child_cpu() - cpu0, wall
 
 
+def row_folder(out: Path, name: str) -> Path:
+    """Where row ``name`` keeps its trained model (benchmarks/validation_fidelity.py reads them)."""
+    return out / name.replace(" ", "_").replace("(", "").replace(")", "")
+
+
 def run_row(name: str, change: dict, out: Path, log: Path) -> dict:
-    folder = out / name.replace(" ", "_").replace("(", "").replace(")", "")
+    folder = row_folder(out, name)
     config = out / f"{folder.name}.yaml"
     config.write_text(yaml.safe_dump(_merge(BASE, change), sort_keys=False))
     if folder.exists():

@@ -72,6 +72,8 @@ def evaluation_plan(db: Path, name: str) -> dict:
 
 def pin(space: str, keys: dict) -> str:
     """The space text with ``keys`` added to its ``fixed:`` section."""
+    if "\nfixed:\n" not in f"\n{space}":
+        raise SystemExit("the space has no top-level 'fixed:' section to pin the pruned search's evaluation in")
     lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items())
     return space.replace("fixed:\n", "fixed:\n" + lines, 1)
 

@@ -55,28 +55,6 @@ def designs(n_queries: int) -> list[tuple[str, int | None, int | None, int, tupl
     ]
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(x: list[float]) -> list[float]:
-        order = sorted(range(len(x)), key=x.__getitem__)
-        r = [0.0] * len(x)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    sa = sum((x - ma) ** 2 for x in ra) ** 0.5
-    sb = sum((y - mb) ** 2 for y in rb) ** 0.5
-    return cov / (sa * sb) if sa and sb else 0.0
-
-
 def agreement(values: list[float], truth: list[float], min_gap: float) -> float:
     pairs = [(i, j) for i, j in itertools.combinations(range(len(truth)), 2) if abs(truth[i] - truth[j]) >= min_gap]
     same = sum((values[i] - values[j]) * (truth[i] - truth[j]) > 0 for i, j in pairs)
@@ -91,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-gap", type=float, default=0.005, help="test recall@10 gap for a pair to count")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    from ablation import row_folder
+    from scipy.stats import spearmanr
     from transformers import AutoTokenizer
 
     from autoembed.data import load_dataset, retrieval_task, sub_task
@@ -102,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     build_icd10(DATA)
     folder = Path(args.models)
     results = json.loads((folder / "results.json").read_text())
-    models = {name: folder / name.replace(" ", "_").replace("(", "").replace(")", "") for name in results}
+    models = {name: row_folder(folder, name) for name in results}
     models = {n: p for n, p in models.items() if (p / "modules.json").is_file()}
     if len(models) < 3:
         raise SystemExit(f"{folder}: fewer than 3 trained models; run benchmarks/ablation.py first")
@@ -130,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     values: dict[str, dict[str, list[float]]] = {name: {} for name in tasks}
     for model_name, path in models.items():
         started = time.perf_counter()
-        saved = folder / "embeddings" / f"{path.name}.pt"  # kept, so that another design costs no encoding
+        # kept, so that another design costs no encoding; a retrained model (a new weights file) is encoded again
+        weights = next(path.glob("model.safetensors"), None)
+        stamp = f"-{weights.stat().st_mtime_ns}" if weights else ""
+        saved = folder / "embeddings" / f"{path.name}{stamp}.pt"
         if saved.is_file():
             q, c = torch.load(saved)
         else:
@@ -150,16 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name, per_model in values.items():
         seeds = len(next(iter(per_model.values())))
-        rhos = [spearman([per_model[n][s] for n in names], truth) for s in range(seeds)]
+        rhos = [float(spearmanr([per_model[n][s] for n in names], truth).statistic) for s in range(seeds)]
         agree = [agreement([per_model[n][s] for n in names], truth, args.min_gap) for s in range(seeds)]
         qi, di, _ = tasks[name][0]
-        three = [per_model[n][0] for n in ("hand pick (off)", "3 epochs") if n in per_model]
         rows[name] = {
             "texts": len(qi) + len(di), "spearman": statistics.mean(rhos), "spearman_min": min(rhos),
             "pairs_agree": statistics.mean(agree), "seeds": seeds,
             "3_epochs_above_hand_pick": statistics.mean(
                 per_model["3 epochs"][s] > per_model["hand pick (off)"][s] for s in range(seeds)
-            ) if len(three) == 2 else None,
+            ) if {"3 epochs", "hand pick (off)"} <= per_model.keys() else None,
             "values": per_model,
         }  # fmt: skip
     print(f"\n{len(names)} trained models; test recall@10 {min(truth):.3f}-{max(truth):.3f}\n")
