@@ -6,14 +6,13 @@ times a few training steps and an encoding pass on the user's own data and model
 
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
   base model, ``hard_distractors``) for a trial's value, as large as 5% of a typical trial pays for (at least 600 x
-  5,000; the whole set when it fits), and an interim sub-sample of it (``evaluation.interim_queries`` x
-  ``interim_corpus``: up to 400 of its queries against 2,000 documents, their answers and nearest first) that the
-  grid's evaluations measure, so that many fit;
+  5,000; the whole set when it fits). Every evaluation on the grid measures it too, so the pruner judges a trial
+  on what its value will be measured on (sessions 8-9 planned a smaller interim sub-sample: ``INTERIM_QUERIES``);
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
-  three evaluations (the pruner skips the first and never prunes at the last);
+  three evaluations (the pruner judges from the first past a quarter of a trial and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
 - the pruner's start-up count and warm-up (``n_startup_trials``, ``n_warmup_steps``: the grid points within the
-  first fifth of a typical trial, and at least the first, are not judged), when the space leaves them out;
+  first quarter of a typical trial are not judged), when the space leaves them out;
 - TPE's random start-up (``sampler.n_startup_trials``: the starting points, one random trial, then TPE, or a third
   of the trials that fit, at most Optuna's default of 10), when the space leaves it out.
 
@@ -52,13 +51,17 @@ COMPLETE_SHARE = 1 / 3
 # then their nearest by the base model (nearest_first)
 VAL_QUERIES, VAL_CORPUS = 600, 5000
 FINAL_SHARE = 0.05
-# the interim sub-sample the grid's evaluations measure (the last one measures the whole sample): some of the
-# sample's queries against their answers and nearest documents. Session 8's 200 x 1,000 was cheaper but ordered
-# trained ICD-10 models no better than chance (benchmarks/validation_fidelity.py), so the pruner judged noise
+# Sessions 8-9 planned an interim sub-sample of the value's sample for the grid's evaluations (200 x 1,000, then
+# 400 x 2,000 here), so that a finer grid fitted. It misled the pruner: on the six trials of an unpruned ICD-10
+# search (benchmarks/pruning_curves.py) its scores ordered the trials as their values did with Spearman's rho
+# between -0.46 and 0.34 at every grid point; the value's own sample, 0.88 from 29% of a trial on. The plan no
+# longer sets one (``evaluation.interim_*`` set by a user still work).
 INTERIM_QUERIES, INTERIM_CORPUS = 400, 2000
-MIN_EVALS = 3  # the warm-up point, one the pruner judges, the last (see evaluations)
+MIN_EVALS = 3  # the first at most a third into a trial, a second judged point, the last (see evaluations)
 GRID_UNIT = 256
-WARMUP_SHARE = 0.2  # the pruner judges no trial before this share of a typical one (warmup_pairs)
+# the pruner judges no trial before this share of a typical one (warmup_pairs): at 14% of an ICD-10 trial, in its
+# learning-rate warm-up, the value sample ordered six trials as their values did with rho -0.03; at 29%, 0.88
+WARMUP_SHARE = 0.25
 
 
 @dataclass
@@ -101,9 +104,10 @@ def evaluations(train_seconds: float, eval_seconds: float, final_seconds: float 
     """Evaluations per trial: their cost at most EVAL_SHARE of the trial's, at most 20, and at least MIN_EVALS.
 
     ``eval_seconds`` is one evaluation on the grid; ``final_seconds`` what the end adds (the whole validation sample,
-    when the grid measures an interim sub-sample). The pruner never judges the first grid point (the warm-up) nor a
-    trial's last evaluation (its value), so a trial needs three for one judgement: with two (as planned until
-    session 6) a 14-minute ICD-10 search ran 6 trials and the median pruner could prune none of them.
+    when the grid measures an interim sub-sample a user set). The pruner never judges a trial's last evaluation
+    (its value) nor one within its warm-up (warmup_pairs); three put the first a third into a trial, past the
+    warm-up, and a second at two thirds. With two (as planned until session 6) a 14-minute ICD-10 search ran 6
+    trials and the median pruner could prune none of them.
     """
     room = EVAL_SHARE / (1 - EVAL_SHARE) * train_seconds - final_seconds
     return max(MIN_EVALS, min(20, math.floor(room / max(eval_seconds, 1e-6))))
@@ -137,17 +141,18 @@ def nearest_first(queries: int, docs: int) -> int:
 
 
 def warmup_pairs(pairs: float, grid: float) -> int:
-    """The pruner's warm-up in training pairs: the last grid point within WARMUP_SHARE of a typical trial, at least
-    the first. With a fine grid (the interim sub-sample's) the first point comes a few percent into a trial, while
-    the learning rate is still warming up (up to 0.2 of a trial in the shipped spaces), and a trial whose warm-up is
-    longer would be judged against others' at a different point of their schedules."""
-    return int(max(grid, math.floor(WARMUP_SHARE * pairs / grid) * grid))
+    """The pruner's warm-up in training pairs: the last grid point within WARMUP_SHARE of a typical trial, 0 when
+    the first point is past it. Earlier the learning rate is still warming up (up to 0.2 of a trial in the shipped
+    spaces), and a trial whose warm-up is longer would be judged against others' at a different point of their
+    schedules. Until session 10 the first grid point was never judged, however late it came: with the three
+    evaluations of a trial that evaluates its value sample that left one judgement, two thirds into a trial."""
+    return int(math.floor(WARMUP_SHARE * pairs / grid) * grid)
 
 
 def cost_share(prunes: bool, pairs: float, grid: float | None, warmup: float | None = None) -> float:
     """A trial's average cost as a share of a full one (``pairs`` long, evaluated every ``grid`` pairs and at its
     end): without a pruner 1; with one, COMPLETE_SHARE of the trials run to the end and the rest stop at the first
-    evaluation past the pruner's ``warmup`` (by default the first grid point: the second evaluation), or run to the
+    evaluation past the pruner's ``warmup`` (None: the first grid point, so the second evaluation), or run to the
     end when no evaluation before the last is left to judge them at.
 
     Until session 7 the plan took a pruned trial to stop at 0.3 of its length whatever the grid; with the three
@@ -156,7 +161,7 @@ def cost_share(prunes: bool, pairs: float, grid: float | None, warmup: float | N
     """
     if not prunes or not grid or math.ceil(pairs / grid) < MIN_EVALS:
         return 1.0
-    stop = (int((warmup or grid) // grid) + 1) * grid
+    stop = (int((grid if warmup is None else warmup) // grid) + 1) * grid
     return COMPLETE_SHARE + (1 - COMPLETE_SHARE) * min(1.0, stop / pairs)
 
 
@@ -202,8 +207,7 @@ def make_plan(
 
     # the validation sample: what the user set (in the space or the base; a space's wins), else as large as
     # FINAL_SHARE of a typical trial's training pays for (at least VAL_QUERIES x VAL_CORPUS, the whole validation set
-    # when it fits), since a trial's value is what the search picks by; the grid's evaluations measure an interim
-    # sub-sample of it
+    # when it fits), since a trial's value is what the search picks by; the grid's evaluations measure it too
     queries = _typical(space, "evaluation.max_queries", ev.max_queries) or n_queries
     docs = _typical(space, "evaluation.max_corpus", ev.max_corpus) or n_docs
     if free["evaluation.max_queries"] and free["evaluation.max_corpus"]:
@@ -215,22 +219,14 @@ def make_plan(
             plan.updates["evaluation.max_queries"] = queries
         if docs < n_docs:
             plan.updates["evaluation.max_corpus"] = docs
-        iq, ic = min(queries, INTERIM_QUERIES), min(docs, INTERIM_CORPUS)
-        if free["evaluation.interim_queries"] and free["evaluation.interim_corpus"] and 2 * (iq + ic) <= queries + docs:
-            plan.updates["evaluation.interim_queries"], plan.updates["evaluation.interim_corpus"] = iq, ic
-        if free["evaluation.hard_distractors"] and (docs < n_docs or "evaluation.interim_corpus" in plan.updates):
-            # nearest first: enough of each query's nearest documents, rank by rank, to fill the corpus sample and
-            # the interim one (drawn from it the same way)
-            plan.updates["evaluation.hard_distractors"] = max(
-                nearest_first(queries, docs) if docs < n_docs else 0,
-                nearest_first(iq, ic) if "evaluation.interim_corpus" in plan.updates else 0,
-            )
+        if free["evaluation.hard_distractors"] and docs < n_docs:
+            # nearest first: enough of each query's nearest documents, rank by rank, to fill the corpus sample
+            plan.updates["evaluation.hard_distractors"] = nearest_first(queries, docs)
     full_seconds = (min(queries, n_queries) + min(docs, n_docs)) / rate
     user_iq = _typical(space, "evaluation.interim_queries", ev.interim_queries)
     user_ic = _typical(space, "evaluation.interim_corpus", ev.interim_corpus)
-    if user_iq or user_ic or "evaluation.interim_queries" in plan.updates:
-        iq = plan.updates.get("evaluation.interim_queries", user_iq) or queries
-        ic = plan.updates.get("evaluation.interim_corpus", user_ic) or docs
+    if user_iq or user_ic:
+        iq, ic = user_iq or queries, user_ic or docs
         # the grid measures the sub-sample; the end measures it and the whole sample
         eval_seconds, final_seconds = (min(iq, queries, n_queries) + min(ic, docs, n_docs)) / rate, full_seconds
     else:
@@ -280,8 +276,7 @@ def make_plan(
     plan.line = (
         f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
         f"queries x {min(docs, n_docs):,} docs" + (f", evaluate every {int(grid):,} pairs" if grid else "")
-        + (f" on {plan.updates['evaluation.interim_queries']:,} x {plan.updates['evaluation.interim_corpus']:,}"
-           if "evaluation.interim_queries" in plan.updates else "")
+        + (f" on {min(iq, queries, n_queries):,} x {min(ic, docs, n_docs):,}" if user_iq or user_ic else "")
     )  # fmt: skip
     if fits < WARN_TRIALS:
         plan.warnings.append(
