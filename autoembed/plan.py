@@ -7,7 +7,7 @@ times a few training steps and an encoding pass on the user's own data and model
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
   base model, ``hard_distractors``) for a trial's value, as large as 5% of a typical trial pays for (at least 600 x
   5,000; the whole set when it fits). Every evaluation on the grid measures it too, so the pruner judges a trial
-  on what its value will be measured on (sessions 8-9 planned a smaller interim sub-sample: ``INTERIM_QUERIES``);
+  on what its value will be measured on (sessions 8-9 planned a smaller interim sub-sample; see FINAL_SHARE);
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
   three evaluations (the pruner judges from the first past a quarter of a trial and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
@@ -56,7 +56,6 @@ FINAL_SHARE = 0.05
 # search (benchmarks/pruning_curves.py) its scores ordered the trials as their values did with Spearman's rho
 # between -0.46 and 0.34 at every grid point; the value's own sample, 0.88 from 29% of a trial on. The plan no
 # longer sets one (``evaluation.interim_*`` set by a user still work).
-INTERIM_QUERIES, INTERIM_CORPUS = 400, 2000
 MIN_EVALS = 3  # the first at most a third into a trial, a second judged point, the last (see evaluations)
 GRID_UNIT = 256
 # the pruner judges no trial before this share of a typical one (warmup_pairs): at 14% of an ICD-10 trial, in its
