@@ -31,12 +31,12 @@ SPACE = (ROOT / "autoembed" / "spaces" / "training.yaml").read_text().replace(
 )
 
 
-def search(name: str, space: Path, timeout: float, out: Path, seed: int) -> dict:
+def search(name: str, space: Path, timeout: float | None, out: Path, seed: int, n_trials: int = 200) -> dict:
     args = [
         sys.executable, "-m", "autoembed.cli", "search", "--train", str(DATA / "train.jsonl"), "--val", str(DATA / "val.jsonl"),
         "--corpus", str(DATA / "corpus.jsonl"), "--model", MODEL, "--space", str(space), "--study", name,
-        "--storage", f"sqlite:///{out / (name + '.db')}", "--workdir", str(out / name), "--timeout", str(timeout),
-        "--trials", "200", "--seed", str(seed),
+        "--storage", f"sqlite:///{out / (name + '.db')}", "--workdir", str(out / name),
+        *(["--timeout", str(timeout)] if timeout is not None else []), "--trials", str(n_trials), "--seed", str(seed),
     ]  # fmt: skip
     started = time.perf_counter()
     with (out / f"{name}.log").open("w") as log:
@@ -70,6 +70,11 @@ def evaluation_plan(db: Path, name: str) -> dict:
     return dict(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").user_attrs["plan"]["updates"])
 
 
+def without_pruner(space: str) -> str:
+    """The space text with its top-level pruner turned off."""
+    return "\n".join("pruner: {type: none}" if line.startswith("pruner:") else line for line in space.splitlines()) + "\n"
+
+
 def pin(space: str, keys: dict) -> str:
     """The space text with ``keys`` added to its ``fixed:`` section."""
     if "\nfixed:\n" not in f"\n{space}":
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = text.splitlines()
     if not any(line.startswith("pruner:") for line in lines):
         raise SystemExit(f"{pruned}: the space has no top-level 'pruner:' line to turn off")
-    unpruned.write_text("\n".join("pruner: {type: none}" if line.startswith("pruner:") else line for line in lines) + "\n")
+    unpruned.write_text(without_pruner(text))
     results = {}
     if args.reuse_pruned:
         results["pruned"] = json.loads((out / "results.json").read_text())["pruned"]

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from pruning_budget import DATA, MODEL, SPACE, pin  # noqa: E402
+from pruning_budget import DATA, SPACE, pin, search, without_pruner  # noqa: E402
 
 # what the pruning benchmark's plan set on this machine in session 9 (/work/pb3): the value sample, nearest first
 SAMPLE = {"evaluation.max_queries": 807, "evaluation.max_corpus": 6726, "evaluation.hard_distractors": 18}
@@ -31,22 +30,13 @@ INTERIM = {"evaluation.interim_queries": 400, "evaluation.interim_corpus": 2000}
 
 
 def run(name: str, keys: dict, trials: int, out: Path, seed: int, epochs: float) -> str:
+    """An unpruned search of ``trials`` trials with ``keys`` pinned; its study as STORAGE:STUDY."""
     space = out / f"{name}.yaml"
-    text = SPACE.replace("  training.epochs: 1.0\n", f"  training.epochs: {epochs}\n", 1)
-    text = "\n".join("pruner: {type: none}" if line.startswith("pruner:") else line for line in text.splitlines())
-    space.write_text(pin(text + "\n", keys))
-    db = out / f"{name}.db"
+    space.write_text(pin(without_pruner(SPACE.replace("  training.epochs: 1.0\n", f"  training.epochs: {epochs}\n", 1)), keys))
     for stale in out.glob(f"{name}.db*"):
         stale.unlink()
-    args = [
-        sys.executable, "-m", "autoembed.cli", "search", "--train", str(DATA / "train.jsonl"), "--val", str(DATA / "val.jsonl"),
-        "--corpus", str(DATA / "corpus.jsonl"), "--model", MODEL, "--space", str(space), "--study", name,
-        "--storage", f"sqlite:///{db}", "--workdir", str(out / name), "--trials", str(trials), "--seed", str(seed),
-    ]  # fmt: skip
-    with (out / f"{name}.log").open("w") as log:
-        if subprocess.run(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log).returncode:
-            raise SystemExit(f"search {name} failed; see {out / (name + '.log')}")
-    return f"sqlite:///{db}:{name}"
+    search(name, space, None, out, seed, trials)
+    return f"sqlite:///{out / name}.db:{name}"
 
 
 def curves(ref: str) -> dict[int, dict]:
@@ -63,24 +53,30 @@ def curves(ref: str) -> dict[int, dict]:
 
 
 def median_replay(trials: dict[int, dict], startup: int, warmup: int, every: int) -> list[tuple[int, int | None]]:
-    """Each trial in order and the pairs it would have been pruned at (None: complete) by Optuna's median rule: below
-    the median of the complete trials' values at the same point, past ``warmup``, once ``startup`` trials completed;
-    judged every ``every`` pairs (a multiple of the recorded grid: a coarser grid judges fewer times)."""
-    import statistics
+    """Each trial in order and the pairs it would have been pruned at (None: complete) by the search's own median
+    pruner (autoembed.pruners: Optuna's, the first ``warmup`` pairs not judged), replayed on an in-memory study; the
+    curve reported every ``every`` pairs (a multiple of the recorded grid: a coarser grid judges fewer times), its
+    last point (the value) never judged, as in training."""
+    import optuna
 
-    done, out = [], []
+    from autoembed.pruners import make_pruner
+
+    pruner = make_pruner({"type": "median", "n_startup_trials": startup, "n_warmup_steps": warmup})
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    out = []
     for n, t in trials.items():
-        stop = None
-        if len(done) >= startup:
-            last = max(t["curve"])
-            for pairs, v in t["curve"].items():
-                others = [d["curve"][pairs] for d in done if pairs in d["curve"]]
-                if pairs % every == 0 and warmup < pairs < last and others and v < statistics.median(others):
-                    stop = pairs
-                    break
+        trial, stop, last = study.ask(), None, max(t["curve"])
+        for pairs, v in t["curve"].items():
+            if pairs % every == 0 or pairs == last:
+                trial.report(v, pairs)
+            if pairs % every == 0 and pairs < last and trial.should_prune():
+                stop = pairs
+                break
+        if stop:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, t["value"])
         out.append((n, stop))
-        if stop is None:
-            done.append(t)
     return out
 
 
