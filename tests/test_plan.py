@@ -115,14 +115,14 @@ def test_a_planned_trial_has_a_point_the_pruner_judges():
 
 def test_the_trial_count_counts_where_a_pruner_can_stop_a_trial(tmp_path, tiny_model, toy_data, monkeypatch):
     """A pruned trial stops at the first evaluation past the pruner's warm-up at the earliest: with the warm-up at
-    the first of three it runs two thirds of its length, so a trial costs 1/3 + 2/3 x 2/3 of a full one on average,
-    not the 0.53 the plan assumed until session 7; without a pruner every trial runs to the end. The planned length
-    follows."""
+    the first of three it runs two thirds of its length, so a trial past the start-up costs 1/2 + 1/2 x 2/3 of a full
+    one on average (half of them stopped; the plan took two thirds stopped until session 11, and the 0.53 of a full
+    trial until session 7); without a pruner every trial runs to the end. The planned length follows."""
     import autoembed.plan as planning
     from autoembed.plan import cost_share
 
-    assert cost_share(True, 3072, 1024) == pytest.approx(1 / 3 + 2 / 3 * 2 / 3)
-    assert cost_share(True, 10_240, 1024) == pytest.approx(1 / 3 + 2 / 3 * 0.2)
+    assert cost_share(True, 3072, 1024) == pytest.approx(1 / 2 + 1 / 2 * 2 / 3)
+    assert cost_share(True, 10_240, 1024) == pytest.approx(1 / 2 + 1 / 2 * 0.2)
     assert cost_share(False, 10_240, 1024) == 1.0 and cost_share(True, 2048, 1024) == 1.0  # nothing to judge
     # a fixed, slow machine: 20 pairs/s of training, evaluation dear enough that trials get three evaluations
     monkeypatch.setattr(planning, "measure", lambda *a, **k: {"train_pairs_per_s": 20.0, "encode_texts_per_s": 200.0})
@@ -137,6 +137,23 @@ def test_the_trial_count_counts_where_a_pruner_can_stop_a_trial(tmp_path, tiny_m
         assert 10 <= n <= 13, plan.line  # about TARGET_TRIALS fit either way
     # trials that are never stopped early must be shorter for as many to fit
     assert lengths["none"] < lengths["median"], lengths
+
+
+def test_the_trial_count_runs_the_pruner_start_up_to_the_end():
+    """The median pruner judges no trial before its start-up trials end, and later stops about half of them: so
+    the plan counts the start-up at full cost. Session 10's equal-budget search (25 min, trials of ~4.0 min,
+    judged from 3,072 of 8,944 pairs) was promised ~11 trials by the old count (two thirds of every trial stopped);
+    7 ran, 6 of them complete. The count now says ~8."""
+    from autoembed.plan import cost_share, startup_trials, trials_fit
+
+    share = cost_share(True, 8944, 3072, warmup=0)
+    assert share == pytest.approx(1 / 2 + 1 / 2 * 3072 / 8944)
+    budget = 25 / 4.0  # full trials' time
+    assert startup_trials(trials_fit(budget, share, 2)) == 2
+    assert round(trials_fit(budget, share, 2)) == 8
+    assert trials_fit(budget, 1.0, 2) == budget  # no pruner: full trials
+    assert trials_fit(1.5, share, 2) == 1.5  # all of it start-up
+    assert startup_trials(1) == 2 and startup_trials(40) == 5
 
 
 def test_the_grid_measures_the_value_sample_unless_the_user_sets_an_interim_one(tmp_path, tiny_model, monkeypatch):
@@ -177,9 +194,9 @@ def test_the_pruner_judges_no_trial_before_a_quarter_of_it():
     from autoembed.plan import cost_share, warmup_pairs
 
     assert warmup_pairs(10_240, 512) == 2560 and warmup_pairs(10_240, 4096) == 0
-    assert cost_share(True, 10_240, 512, warmup=2560) == pytest.approx(1 / 3 + 2 / 3 * 3072 / 10_240)
-    assert cost_share(True, 10_240, 4096, warmup=0) == pytest.approx(1 / 3 + 2 / 3 * 4096 / 10_240)
-    assert cost_share(True, 10_240, 512) == pytest.approx(1 / 3 + 2 / 3 * 1024 / 10_240)  # no warm-up given: the first
+    assert cost_share(True, 10_240, 512, warmup=2560) == pytest.approx(1 / 2 + 1 / 2 * 3072 / 10_240)
+    assert cost_share(True, 10_240, 4096, warmup=0) == pytest.approx(1 / 2 + 1 / 2 * 4096 / 10_240)
+    assert cost_share(True, 10_240, 512) == pytest.approx(1 / 2 + 1 / 2 * 1024 / 10_240)  # no warm-up given: the first
 
 
 def test_the_plan_times_the_batches_the_space_may_sample_and_counts_mined_negatives(tmp_path, tiny_model, toy_data, monkeypatch):
