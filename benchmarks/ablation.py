@@ -49,6 +49,13 @@ ROWS: dict[str, tuple[str, dict]] = {
     "extra_train": ("data.extra_train: data/icd10/extra_train.jsonl", {"data": {"extra_train": "data/icd10/extra_train.jsonl"}}),
     "merge_base": ("training.merge_base: auto", {"training": {"merge_base": "auto"}}),
     "synonym_pairs": ("data.synonym_pairs: 0.25", {"data": {"synonym_pairs": 0.25}}),
+    # the ICD space's pick (the hand pick with one mined negative), alone and with the example's extra_train file:
+    # the two largest levers together (session 11)
+    "mined negative": ("data.hard_negatives: 1", {"data": {"hard_negatives": 1}}),
+    "mined + extra_train": (
+        "data.hard_negatives: 1, extra_train: data/icd10/extra_train.jsonl",
+        {"data": {"hard_negatives": 1, "extra_train": "data/icd10/extra_train.jsonl"}},
+    ),
 }
 
 
