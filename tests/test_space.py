@@ -104,6 +104,25 @@ def test_conditional_params_get_one_optuna_name_per_branch(tmp_path):
     assert SearchSpace.from_yaml_file(SPACES / "default.yaml").conditional  # the architecture gate
 
 
+def test_the_readme_space_example_loads_and_samples():
+    """The README's example space is what a user copies first: it must load and sample (until session 11 its
+    starting point set params the space did not define, and loading it was an error)."""
+    import yaml
+
+    readme = (SPACES.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.lstrip().startswith("name:") and "params:" in b]
+    assert blocks, "no example space in the README"
+    for block in blocks:
+        space = SearchSpace.from_dict(yaml.safe_load(block))
+        study = optuna.create_study(direction="maximize", sampler=space.build_sampler(seed=0, n_workers=1))
+        for params in space.starting_params(hidden_size=384):
+            study.enqueue_trial(params)
+        for _ in range(3):
+            trial = study.ask()
+            check_trial(trial.params, space.sample(trial, base_config(), hidden_size=384), 384)
+            study.tell(trial, 0.5)
+
+
 @pytest.mark.parametrize(("file", "hidden"), SHIPPED)
 def test_starting_points_run_first_with_their_values(file, hidden):
     space = SearchSpace.from_yaml_file(SPACES / file)
