@@ -52,6 +52,7 @@ ROWS: dict[str, tuple[str, dict]] = {
     # the ICD space's pick (the hand pick with one mined negative), alone and with the example's extra_train file:
     # the two largest levers together (session 11)
     "mined negative": ("data.hard_negatives: 1", {"data": {"hard_negatives": 1}}),
+    "3 epochs + mined": ("training.epochs: 3, data.hard_negatives: 1", {"training": {"epochs": 3}, "data": {"hard_negatives": 1}}),
     "mined + extra_train": (
         "data.hard_negatives: 1, extra_train: data/icd10/extra_train.jsonl",
         {"data": {"hard_negatives": 1, "extra_train": "data/icd10/extra_train.jsonl"}},
