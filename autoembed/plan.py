@@ -7,7 +7,9 @@ times a few training steps and an encoding pass on the user's own data and model
 - a validation sample (``evaluation.max_queries`` x ``max_corpus``, with each query's nearest distractors by the
   base model, ``hard_distractors``) for a trial's value, as large as 5% of a typical trial pays for (at least 600 x
   5,000; the whole set when it fits). Every evaluation on the grid measures it too, so the pruner judges a trial
-  on what its value will be measured on (sessions 8-9 planned a smaller interim sub-sample; see FINAL_SHARE);
+  on what its value will be measured on (sessions 8-9 planned a smaller interim sub-sample; see FINAL_SHARE).
+  When the space may sample mined negatives and the corpus is sampled, the value measures twice the documents and
+  the grid that sample as an interim sub-sample (``evaluation.interim_corpus``; see MINED_CORPUS);
 - the evaluation grid (``evaluation.every_pairs``) such that evaluating costs at most 15% of a trial, with at least
   three evaluations (the pruner judges from the first past a quarter of a trial and never prunes at the last);
 - the trial length (``training.epochs``) such that about 12 trials fit, when nothing in the space sets it;
