@@ -186,9 +186,14 @@ def cost_share(prunes: bool, pairs: float, grid: float | None, warmup: float | N
     return 1 - PRUNED_SHARE + PRUNED_SHARE * min(1.0, stop / pairs)
 
 
+def trials_cost(n: float, share: float, startup: int) -> float:
+    """What ``n`` trials cost in full trials when the first ``startup`` run to the end (the pruner's start-up) and
+    each later one costs ``share`` of a full one on average (cost_share)."""
+    return min(n, startup) + max(0.0, n - startup) * share
+
+
 def trials_fit(budget: float, share: float, startup: int) -> float:
-    """How many trials fit in ``budget`` full trials' time when the first ``startup`` run to the end (the pruner's
-    start-up) and each later one costs ``share`` of a full one on average (cost_share)."""
+    """How many trials fit in ``budget`` full trials' time: the inverse of trials_cost."""
     return budget if budget <= startup else startup + (budget - startup) / share
 
 
@@ -247,29 +252,26 @@ def make_plan(
         if free["training.epochs"] and free["training.max_steps"]:  # the plan may shorten trials below
             est_train = min(est_train, timeout * (1 - EVAL_SHARE) / TARGET_TRIALS)
         queries, docs = validation_sample(n_queries, n_docs, FINAL_SHARE * est_train * rate)
-        if queries < n_queries:
-            plan.updates["evaluation.max_queries"] = queries
-        if docs < n_docs:
-            plan.updates["evaluation.max_corpus"] = docs
         interim_free = free["evaluation.interim_queries"] and free["evaluation.interim_corpus"]
         grid_docs = None
         if docs < n_docs and interim_free and free["evaluation.hard_distractors"] and mines(space, base):
             # the value on MINED_CORPUS x the documents, the grid on the sample it would have had
-            grid_docs = plan.updates["evaluation.interim_corpus"] = docs
-            docs = min(n_docs, MINED_CORPUS * docs)
-            if docs < n_docs:
-                plan.updates["evaluation.max_corpus"] = docs
-            else:
-                del plan.updates["evaluation.max_corpus"]
+            grid_docs, docs = docs, min(n_docs, MINED_CORPUS * docs)
+            plan.updates["evaluation.interim_corpus"] = grid_docs
+        if queries < n_queries:
+            plan.updates["evaluation.max_queries"] = queries
+        if docs < n_docs:
+            plan.updates["evaluation.max_corpus"] = docs
         if free["evaluation.hard_distractors"] and (docs < n_docs or grid_docs):
             # nearest first: enough of each query's nearest documents, rank by rank, to fill the corpus sample (and
             # the grid's sub-sample of it)
             plan.updates["evaluation.hard_distractors"] = nearest_first(queries, docs if docs < n_docs else grid_docs)
     full_seconds = (min(queries, n_queries) + min(docs, n_docs)) / rate
-    user_iq = plan.updates.get("evaluation.interim_queries") or _typical(space, "evaluation.interim_queries", ev.interim_queries)
-    user_ic = plan.updates.get("evaluation.interim_corpus") or _typical(space, "evaluation.interim_corpus", ev.interim_corpus)
-    if user_iq or user_ic:
-        iq, ic = user_iq or queries, user_ic or docs
+    # an interim sub-sample for the grid: the user's, or the plan's (mined negatives, above)
+    interim_q = _typical(space, "evaluation.interim_queries", ev.interim_queries)
+    interim_c = plan.updates.get("evaluation.interim_corpus") or _typical(space, "evaluation.interim_corpus", ev.interim_corpus)
+    if interim_q or interim_c:
+        iq, ic = interim_q or queries, interim_c or docs
         # the grid measures the sub-sample; the end measures it and the whole sample
         eval_seconds, final_seconds = (min(iq, queries, n_queries) + min(ic, docs, n_docs)) / rate, full_seconds
     else:
@@ -287,8 +289,7 @@ def make_plan(
         if free["training.epochs"] and free["training.max_steps"]:
             # TARGET_TRIALS trials, the start-up's run to the end: so many full trials' time
             startup = spec.get("n_startup_trials", startup_trials(TARGET_TRIALS) if median else 0) if prunes else 0
-            full = min(startup, TARGET_TRIALS) + max(0, TARGET_TRIALS - startup) * share
-            fit_pairs = timeout / full * (1 - EVAL_SHARE) * speed["train_pairs_per_s"]
+            fit_pairs = timeout / trials_cost(TARGET_TRIALS, share, startup) * (1 - EVAL_SHARE) * speed["train_pairs_per_s"]
             if fit_pairs < pairs:
                 epochs = max(0.1, round(fit_pairs / n_train, 2))
                 plan.updates["training.epochs"] = epochs
@@ -329,7 +330,7 @@ def make_plan(
     plan.line = (
         f"{timeout / 60:.0f} min: ~{n} trials of ~{trial_seconds / 60:.1f} min, validation {min(queries, n_queries):,} "
         f"queries x {min(docs, n_docs):,} docs" + (f", evaluate every {int(grid):,} pairs" if grid else "")
-        + (f" on {min(iq, queries, n_queries):,} x {min(ic, docs, n_docs):,}" if user_iq or user_ic else "")
+        + (f" on {min(iq, queries, n_queries):,} x {min(ic, docs, n_docs):,}" if interim_q or interim_c else "")
     )  # fmt: skip
     if fits < WARN_TRIALS:
         plan.warnings.append(

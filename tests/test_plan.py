@@ -144,7 +144,7 @@ def test_the_trial_count_runs_the_pruner_start_up_to_the_end():
     the plan counts the start-up at full cost. Session 10's equal-budget search (25 min, trials of ~4.0 min,
     judged from 3,072 of 8,944 pairs) was promised ~11 trials by the old count (two thirds of every trial stopped);
     7 ran, 6 of them complete. The count now says ~8."""
-    from autoembed.plan import cost_share, startup_trials, trials_fit
+    from autoembed.plan import cost_share, startup_trials, trials_cost, trials_fit
 
     share = cost_share(True, 8944, 3072, warmup=0)
     assert share == pytest.approx(1 / 2 + 1 / 2 * 3072 / 8944)
@@ -153,6 +153,7 @@ def test_the_trial_count_runs_the_pruner_start_up_to_the_end():
     assert round(trials_fit(budget, share, 2)) == 8
     assert trials_fit(budget, 1.0, 2) == budget  # no pruner: full trials
     assert trials_fit(1.5, share, 2) == 1.5  # all of it start-up
+    assert trials_cost(trials_fit(budget, share, 2), share, 2) == pytest.approx(budget)  # its inverse
     assert startup_trials(1) == 2 and startup_trials(40) == 5
 
 
