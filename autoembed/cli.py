@@ -136,13 +136,14 @@ def search(
     executor: Annotated[str | None, typer.Option("--executor", help="ray, or inline (in-process, sequential).", show_default=_search_default("executor"))] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampler and training seed.", show_default=_search_default("seed"))] = None,
     workdir: Annotated[str | None, typer.Option("--workdir", help="Folder for the study's own files.", show_default="beside an SQLite study, else ./studies")] = None,
+    keep_models: Annotated[int | None, typer.Option("--keep-models", min=0, help="Keep the models of the best N complete trials (WORKDIR/STUDY/models), for `export --model`; 0 keeps none.", show_default=_search_default("keep_models"))] = None,
 ) -> None:
     """Search for the best fine-tuning config: an Optuna study run with Ray Tune, pruned early."""
     from autoembed.search import SearchInterrupted, SearchOptions, run_search
 
     flags = dict(train=train, val=val, corpus=corpus, model=model, space=space, study=study, trials=trials, timeout=timeout,
                  storage=storage, workers=workers, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                 ray_address=ray_address, executor=executor, seed=seed, workdir=workdir)
+                 ray_address=ray_address, executor=executor, seed=seed, workdir=workdir, keep_models=keep_models)
     options = None
     try:
         # stdout carries the result JSON alone: whatever a library prints meanwhile (Ray's "(raylet)" lines) goes to stderr
@@ -167,10 +168,10 @@ def search(
     )
     if result.best_number is not None:
         console.print(f"best trial {result.best_number}: {result.best_value:.4f} with {result.best_params}", highlight=False)
-        for line in next_export(result.study_name, options.storage_url):
+        for line in next_export(result.study_name, options.storage_url, model=result.best_model is not None):
             console.print(line, highlight=False)
     out.print_json(json.dumps({"study": result.study_name, "storage": result.storage, "best_trial": result.best_number,
-                               "best_value": result.best_value, "counts": result.counts, "wall_seconds": round(result.seconds, 2),
+                               "best_value": result.best_value, "best_model": result.best_model, "counts": result.counts, "wall_seconds": round(result.seconds, 2),
                                "trial_seconds": round(result.trial_seconds, 2)}))
 
 
@@ -232,17 +233,22 @@ def export(
     output: Annotated[Path, typer.Option("-o", "--output", help="Recipe file to write.")],
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL; default sqlite:///studies/NAME.db.")] = None,
     trial: Annotated[int | None, typer.Option("--trial", help="Trial number; default: the best trial.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Also write the trial's own model, kept by the search, to this folder (no retraining).")] = None,
 ) -> None:
-    """Write the best (or a named) trial as a reproducible recipe for `autoembed train`."""
+    """Write the best (or a named) trial as a reproducible recipe for `autoembed train` (and, with --model, its model)."""
     from autoembed.recipe import export_recipe
     from autoembed.study import default_storage
 
     url = storage or default_storage(study)
     try:
-        summary = export_recipe(study, url, output, trial_number=trial)
+        summary = export_recipe(study, url, output, trial_number=trial, model_output=model)
     except Exception as exc:
         _fail(exc, url)
-    console.print(f"wrote {output}: trial {summary['trial']} ({summary['objective']} = {summary['value']:.4f} at step {summary['step']}); next: autoembed train {output} -o DIR", highlight=False)
+    what = f"trial {summary['trial']} ({summary['objective']} = {summary['value']:.4f} at step {summary['step']})"
+    if model is not None:
+        console.print(f"wrote {output} and {model}, {what}'s model as the search trained it; `autoembed train {output} -o DIR` rebuilds it", highlight=False)
+    else:
+        console.print(f"wrote {output}: {what}; next: autoembed train {output} -o DIR", highlight=False)
     out.print_json(json.dumps(summary))
 
 
@@ -266,8 +272,9 @@ def dashboard(
     print(str(path))
 
 
-def next_export(study: str, storage_url: str) -> list[str]:
-    """The ``next:`` hint after a search: an export command that works when pasted.
+def next_export(study: str, storage_url: str, *, model: bool = False) -> list[str]:
+    """The ``next:`` hint after a search: an export command that works when pasted (with ``--model`` when the search
+    kept the best trial's model).
 
     The default storage is left out; another is printed as it is unless it holds a password, which is never
     printed: the command then reads it from $AUTOEMBED_STORAGE, and a note says to set that.
@@ -284,7 +291,10 @@ def next_export(study: str, storage_url: str) -> list[str]:
         else:
             command += ' --storage "$AUTOEMBED_STORAGE"'
             note = [f"  (set AUTOEMBED_STORAGE to the storage URL you searched with, {mask_url(storage_url)}, password included)"]
-    return [f"next: {command} -o {shlex.quote(f'studies/{study}/recipe.yaml')}", *note]
+    command += f" -o {shlex.quote(f'studies/{study}/recipe.yaml')}"
+    if model:
+        command += f" --model {shlex.quote(f'studies/{study}/model')}"
+    return [f"next: {command}", *note]
 
 
 def _parse_ks(text: str) -> list[int]:

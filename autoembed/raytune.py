@@ -28,7 +28,7 @@ from autoembed.errors import AutoembedError
 from autoembed.progress import SearchDisplay
 from autoembed.study import mask_url
 from autoembed.training import prepared_for, train
-from autoembed.trials import Coordinator, Executor, SearchOptions, trial_failure, trial_outcome
+from autoembed.trials import Coordinator, Executor, SearchOptions, keep_model, trial_failure, trial_outcome
 
 
 def _trainable(params: dict[str, Any], prepared=None) -> None:
@@ -52,6 +52,7 @@ def _trainable(params: dict[str, Any], prepared=None) -> None:
     try:
         result = train(config, prepared=prepared_for(prepared, config), reporter=Reporter())
         outcome = trial_outcome(result, config, params["hidden_size"])  # with the export, when the config has one
+        outcome.update(keep_model(result, config, outcome, params.get("keep")))  # for `autoembed export --model`
     except Exception as exc:  # the trial fails alone; the reason goes into the study
         reason = trial_failure(exc)
         if reason.startswith("out of memory") and where.get("memory_cap_gib"):
@@ -120,9 +121,10 @@ class StudySearcher(Searcher):
         started = c.start_trial(trial_id)
         if started is None:
             return None
-        _, config = started
+        recorder, config = started
         # workers may run elsewhere (another folder, another node): give them absolute paths
-        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_for(config), "gpus": c.options.gpus_per_trial}
+        return {"config": absolute_paths(config).to_dict(), "hidden_size": c.hidden_for(config), "gpus": c.options.gpus_per_trial,
+                "keep": recorder.keep}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass

@@ -6,6 +6,9 @@ to check that the data is the data the study measured on.
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,9 @@ from optuna.trial import TrialState
 
 from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
-from autoembed.fileio import atomic_write_text, check_file_target, sha256_file
+from autoembed.fileio import atomic_write_json, atomic_write_text, check_file_target, follow_umask, sha256_file
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
-from autoembed.runs import check_output_dir, train_to_folder
+from autoembed.runs import check_output_dir, replace_dir, staging_dir, train_to_folder, write_fault
 from autoembed.study import load_existing, mask_url
 from autoembed.training import train
 
@@ -147,13 +150,65 @@ class _progress:
         return False
 
 
-def export_recipe(study_name: str, storage_url: str, output: str | Path, *, trial_number: int | None = None) -> dict[str, Any]:
+def kept_model(trial, output: str | Path) -> Path:
+    """The folder where the search kept ``trial``'s model (``SearchOptions.keep_models``), or a one-line error that
+    says why there is none and what to do instead."""
+    attr = trial.user_attrs.get("model")
+    why = None
+    if not isinstance(attr, dict) or not attr.get("path"):
+        why = "the search kept no model for it (it keeps the models of the best --keep-models complete trials, default 1)"
+    elif attr.get("node") != socket.gethostname():
+        why = f"it was kept on {attr.get('node')}, where the trial trained, not on this machine"
+    else:
+        folder = Path(attr["path"])
+        marker = folder / "trial.json"
+        if not marker.is_file():
+            why = f"{folder} is gone (a better trial's model replaced it, or it was deleted)"
+        else:
+            try:
+                token = json.loads(marker.read_text(encoding="utf-8")).get("token")
+            except (OSError, ValueError, AttributeError):
+                token = None
+            if token != attr.get("token"):
+                why = f"{folder} holds another trial's model (was the study deleted and made again?)"
+    if why:
+        raise AutoembedError(
+            f"trial {trial.number}'s model is not kept: {why}; export without --model and train it from the recipe "
+            f"(autoembed train {output} -o DIR)",
+            key="--model",
+        )
+    return folder
+
+
+def copy_kept_model(source: Path, target: Path, config: TrialConfig, trial) -> dict[str, Any]:
+    """Stage a copy of a kept trial model as ``autoembed train`` would write it (metrics.json, model card, the recipe as
+    autoembed_config.yaml); returns the staged folder's metrics record. The caller moves the folder into place."""
+    record = json.loads((source / "metrics.json").read_text(encoding="utf-8"))
+    record["study_value"] = trial.value
+    record["kept_by_search"] = {"study": (config.provenance or {}).get("study", {}).get("name"), "trial": trial.number}
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    (target / "trial.json").unlink()
+    atomic_write_json(target / "metrics.json", record)
+    (target / "README.md").write_text(model_card(config, record), encoding="utf-8")
+    config.to_yaml_file(target / "autoembed_config.yaml")
+    follow_umask(target)
+    return record
+
+
+def export_recipe(
+    study_name: str, storage_url: str, output: str | Path, *, trial_number: int | None = None, model_output: str | Path | None = None
+) -> dict[str, Any]:
     """``autoembed export``: the best (or named) trial's full config plus provenance, as a recipe file.
 
     The recipe pins ``training.max_steps`` to the step the trial's value was measured at (the trial's last
     evaluation, see :func:`autoembed.training.trial_value`), so training from it stops exactly there.
+    With ``model_output`` the trial's own model, kept by the search, is copied there too (``autoembed export
+    --model``): the model the study measured, without training it again. Nothing is written unless that model
+    is there; the model folder appears only whole.
     """
     check_file_target(output)  # a folder given as -o is refused before the study is read
+    if model_output is not None:
+        check_output_dir(Path(model_output))
     study = load_existing(study_name, storage_url)
     trials = study.get_trials(deepcopy=False)
     if trial_number is None:
@@ -198,5 +253,25 @@ def export_recipe(study_name: str, storage_url: str, output: str | Path, *, tria
         "device": trial.user_attrs.get("device") or study_prov.get("device") or device_description(config.training.device),
         "exported_with": versions(),
     }
-    atomic_write_text(output, "# autoembed recipe: rebuild with `autoembed train THIS_FILE -o DIR`\n" + config.to_yaml())
-    return {"recipe": str(output), "study": study_name, "trial": trial.number, "value": trial.value, "objective": config.evaluation.metric, "step": step}
+    text = "# autoembed recipe: rebuild with `autoembed train THIS_FILE -o DIR`\n" + config.to_yaml()
+    summary = {"recipe": str(output), "study": study_name, "trial": trial.number, "value": trial.value, "objective": config.evaluation.metric, "step": step}
+    if model_output is None:
+        atomic_write_text(output, text)
+        return summary
+    source = kept_model(trial, output)
+    target = Path(model_output)
+    staged = staging_dir(target)
+    try:
+        copy_kept_model(source, staged, config, trial)
+        atomic_write_text(output, text)
+        replace_dir(staged, target)
+    except Exception as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        fault = write_fault(exc, target)
+        if fault is None:
+            raise
+        raise fault from None
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return {**summary, "model": str(target)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +98,15 @@ class SearchResult:
     counts: dict[str, int]
     seconds: float
     trial_seconds: float
+    best_model: str | None = None  # where the search kept the best trial's model (autoembed export --model copies it)
+
+
+def best_model_path(best) -> str | None:
+    """The folder holding the best trial's kept model, when this machine has it."""
+    attr = (best.user_attrs.get("model") if best is not None else None) or {}
+    if attr.get("node") == socket.gethostname() and Path(attr.get("path", "")).joinpath("trial.json").is_file():
+        return attr["path"]
+    return None
 
 
 def base_config(options: SearchOptions, metric: str | None = None) -> TrialConfig:
@@ -307,4 +317,5 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
         counts=counts,
         seconds=time.monotonic() - started,
         trial_seconds=coordinator.trial_seconds,
+        best_model=best_model_path(best),
     )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import shutil
 import socket
 import time
+import uuid
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -21,13 +24,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from autoembed.config import TrialConfig, embedding_dim
 from autoembed.errors import AutoembedError
 from autoembed.export import export_model
+from autoembed.fileio import atomic_write_json, follow_umask
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import device_description
+from autoembed.runs import metrics_record, save_model, staging_dir
 from autoembed.space import SearchSpace
 from autoembed.study import (
     DECIDED,
@@ -50,6 +56,8 @@ from autoembed.yamlio import load_yaml
 
 # the executors run_search can pick; each is an :class:`Executor` (``inline`` here, ``ray`` in raytune.py)
 EXECUTORS = ("ray", "inline")
+log = logging.getLogger(__name__)
+
 # how late other drivers' trials may show in this driver's listings of the study (see StudyCache.max_staleness)
 LISTING_STALENESS_SECONDS = 1.0
 
@@ -77,6 +85,9 @@ class SearchOptions:
     max_failures: int | None = None
     # where the study's own files go (Ray's scratch space); default: beside an SQLite study file, else ./studies
     workdir: str | None = None
+    # the models of the study's best N complete trials stay on disk (under workdir/STUDY/models), so
+    # `autoembed export --model` can hand over the best one without training it again; 0 keeps none
+    keep_models: int = 1
     config_file: str | None = None
 
     @classmethod
@@ -111,6 +122,7 @@ class SearchOptions:
         # a study YAML can hold any type: check it before a comparison or a path join raises a TypeError
         kinds = {"study": str, "model": str, "train": str, "val": str, "corpus": str, "space": str, "storage": str, "ray_address": str,
                  "executor": str, "seed": int, "trials": int, "workers": int, "max_failures": int, "timeout": (int, float),
+                 "keep_models": int,
                  "gpus_per_trial": (int, float), "cpus_per_trial": (int, float)}
         for name, kind in kinds.items():
             value = getattr(self, name)
@@ -123,6 +135,8 @@ class SearchOptions:
                 raise AutoembedError(f"--{name} is required (or {name}: in the study YAML)", key=name, **where)
         if not isinstance(self.trials, int) or self.trials < 1:
             raise AutoembedError(f"must be an integer >= 1, got {self.trials!r}", key="trials", **where)
+        if self.keep_models < 0:
+            raise AutoembedError(f"must be an integer >= 0, got {self.keep_models!r}", key="keep_models", **where)
         if not isinstance(self.workers, int) or self.workers < 1:
             raise AutoembedError(f"must be an integer >= 1, got {self.workers!r}", key="workers", **where)
         if self.executor not in EXECUTORS:
@@ -153,6 +167,11 @@ class SearchOptions:
         if self.workdir:
             return Path(self.workdir)
         return storage_folder(self.storage_url) or STUDIES_DIR
+
+    @property
+    def models_dir(self) -> Path:
+        """Where the kept trial models go: ``trial-N`` folders under ``workdir/STUDY/models``."""
+        return self.workdir_path / self.study / "models"
 
     def cpus(self) -> float:
         if self.cpus_per_trial is not None:
@@ -272,9 +291,34 @@ class Coordinator:
             self._refuse(trial, str(exc))
             return None
         recorder.started_at = time.monotonic()
+        recorder.keep = self.keep_target(trial.number)
         self.recorders[key] = recorder
         self.display.started(trial.number, trial.params)
         return recorder, config
+
+    def keep_target(self, number: int) -> dict[str, str] | None:
+        """Where trial ``number``'s worker saves its model if the trial completes (see :func:`keep_model`): a folder on
+        this driver's node, and a token that ties the folder to this trial (a study deleted and made again reuses
+        trial numbers). None when --keep-models is 0."""
+        if self.options.keep_models <= 0:
+            return None
+        folder = (self.options.models_dir / f"trial-{number}").resolve()
+        return {"path": str(folder), "node": socket.gethostname(), "token": uuid.uuid4().hex}
+
+    def drop_surplus_models(self) -> None:
+        """Delete the kept models of this node's complete trials beyond the study's best --keep-models."""
+        root = self.options.models_dir.resolve()
+        here = socket.gethostname()
+        kept = [
+            t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and isinstance(t.user_attrs.get("model"), dict) and t.user_attrs["model"].get("node") == here
+        ]
+        sign = -1.0 if self.study.direction == StudyDirection.MAXIMIZE else 1.0
+        kept.sort(key=lambda t: (sign * t.value, t.number))  # the best first; the earlier of equal values
+        for t in kept[self.options.keep_models:]:
+            folder = Path(t.user_attrs["model"].get("path", ""))
+            if folder.parent == root and folder.name == f"trial-{t.number}":  # never anything outside the models folder
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _refuse(self, trial: optuna.Trial, reason: str) -> None:
         self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
@@ -306,6 +350,12 @@ class Coordinator:
         extra = {k: outcome[k] for k in keys if outcome.get(k) is not None}
         if outcome.get("where", {}).get("device"):
             extra["device"] = outcome["where"]["device"]  # where it really ran, as the worker saw it
+        keep = recorder.keep
+        kept = keep is not None and outcome.get("kept_model") == keep["path"]
+        if kept and not recorder.pruned:
+            extra["model"] = keep  # what `autoembed export --model` copies (a pruned trial's is deleted below)
+        if outcome.get("keep_error"):
+            self.display.note(f"trial {recorder.number}'s model was not kept: {outcome['keep_error']}")
         if outcome.get("fail_reason"):
             for name, val in extra.items():
                 recorder.trial.set_user_attr(name, val)
@@ -316,6 +366,10 @@ class Coordinator:
                 value=outcome.get("value"), step=outcome.get("value_step"), metrics=outcome.get("metrics"), seconds=seconds, extra=extra
             )
         self.heartbeat.discard(recorder.trial._trial_id)
+        if kept and state != TrialState.COMPLETE:
+            shutil.rmtree(keep["path"], ignore_errors=True)
+        if kept:
+            self.drop_surplus_models()
         self.display.finished(recorder.number, state.name, outcome.get("value"), outcome.get("fail_reason"))
         self.display.best(self.study)
 
@@ -358,6 +412,33 @@ def trial_outcome(result, config: TrialConfig, hidden_size: int) -> dict[str, An
         "embedding_dim": embedding_dim(config.architecture, hidden_size),
         **({"merge_alpha": result.merge_alpha, "merge_scores": result.merge_scores} if result.merge_alpha is not None else {}),
     }
+
+
+def keep_model(result, config: TrialConfig, outcome: dict[str, Any], target: dict[str, str] | None) -> dict[str, Any]:
+    """Save a completed trial's model where the driver asked (``Coordinator.keep_target``), as ``autoembed train``
+    would write it; returns what to add to the trial's outcome. A pruned trial, a trial on another node than the
+    driver's (its disk is not the driver's) and a failed save keep nothing; the trial itself stands either way."""
+    if not target or result.stopped or result.model is None or target.get("node") != socket.gethostname():
+        return {}
+    folder = Path(target["path"])
+    staged = None
+    try:
+        staged = staging_dir(folder)
+        record = metrics_record(result, config)
+        if outcome.get("export"):
+            record["export"] = outcome["export"]
+        save_model(result.model, staged, metrics=record)
+        atomic_write_json(staged / "trial.json", {"token": target["token"]})
+        follow_umask(staged)
+        if folder.exists():  # a folder of a study that was deleted and made again under the same name
+            shutil.rmtree(folder)
+        staged.rename(folder)
+    except Exception as exc:  # a full disk, say: the trial's value stands, only the shortcut is lost
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        log.warning("could not keep the model in %s: %s", folder, exc)
+        return {"keep_error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"kept_model": str(folder)}
 
 
 def trial_failure(exc: BaseException) -> str:
@@ -426,6 +507,7 @@ class InlineExecutor(Executor):
             try:
                 result = train(config, prepared=prepared_for(prepared, config), reporter=reporter)
                 outcome = trial_outcome(result, config, coordinator.hidden_for(config))
+                outcome.update(keep_model(result, config, outcome, recorder.keep))
             except Exception as exc:  # a failing trial fails alone (an interruption ends the search: see run_search)
                 failed = {"fail_reason": trial_failure(exc), "train_seconds": time.perf_counter() - t0, "where": where}
                 coordinator.on_end(key, failed)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -137,6 +138,83 @@ def test_seeds_report_mean_and_spread_next_to_the_study_value(searched, tmp_path
     assert seeds["mean"] == pytest.approx(sum(seeds["values"]) / 2)
     assert metrics["study_value"] == TrialConfig.from_yaml_file(recipe).provenance["objective"]["value"]
     assert seeds["values"][0] == metrics["study_value"]  # the saved folder is the recipe's own seed
+
+
+def test_export_model_hands_over_the_searched_model_that_the_recipe_rebuilds(searched, tmp_path):
+    """The search kept the best trial's model (--keep-models 1); `export --model` copies it, and it is the model
+    `autoembed train` rebuilds from the recipe, weight for weight."""
+    root, url = searched
+    study = optuna.load_study(study_name="r", storage=url)
+    best = study.best_trial
+    assert [p.name for p in (root / "r" / "models").iterdir()] == [f"trial-{best.number}"]  # the others were dropped
+    recipe, exported = tmp_path / "recipe.yaml", tmp_path / "exported"
+    summary = export_recipe("r", url, recipe, model_output=exported)
+    assert summary["model"] == str(exported) and summary["trial"] == best.number
+    record = json.loads((exported / "metrics.json").read_text())
+    assert record["value"] == best.value == record["study_value"] and record["kept_by_search"] == {"study": "r", "trial": best.number}
+    assert record["step"] == best.user_attrs["value_step"]
+    assert TrialConfig.from_yaml_file(exported / "autoembed_config.yaml").to_dict() == TrialConfig.from_yaml_file(recipe).to_dict()
+    assert "autoembed train" in (exported / "README.md").read_text() and not (exported / "trial.json").exists()
+
+    rebuilt = tmp_path / "rebuilt"
+    train_recipe(recipe, rebuilt)
+    from safetensors.torch import load_file
+
+    weights = sorted(p.relative_to(exported) for p in exported.rglob("*.safetensors"))  # the backbone, and any head
+    assert Path("model.safetensors") in weights
+    assert weights == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*.safetensors"))
+    for rel in weights:
+        a, b = load_file(exported / rel), load_file(rebuilt / rel)
+        assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a), rel
+
+
+def test_export_model_refuses_a_trial_whose_model_was_not_kept(searched, tmp_path):
+    root, url = searched
+    study = optuna.load_study(study_name="r", storage=url)
+    other = next(t for t in study.trials if t.number != study.best_trial.number and t.state.name == "COMPLETE")
+    recipe, target = tmp_path / "recipe.yaml", tmp_path / "model"
+    with pytest.raises(AutoembedError, match=rf"trial {other.number}'s model is not kept: .* gone .*autoembed train"):
+        export_recipe("r", url, recipe, trial_number=other.number, model_output=target)
+    assert not recipe.exists() and not target.exists()  # nothing half-written: no recipe without its model
+    # a folder left by an earlier study of the same name is not this trial's model
+    best = study.best_trial
+    marker = Path(best.user_attrs["model"]["path"]) / "trial.json"
+    saved = marker.read_text()
+    try:
+        marker.write_text(json.dumps({"token": "another study's"}))
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "autoembed.cli", "export", "r", "--storage", url, "-o", str(recipe), "--model", str(target)],
+            capture_output=True, text=True, env=env,
+        )
+    finally:
+        marker.write_text(saved)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "holds another trial's model" in proc.stderr
+    assert not recipe.exists() and not target.exists()
+
+
+def test_keep_models_keeps_the_best_n_or_none(tmp_path, tiny_model, toy_data):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+
+    def search(name: str, keep: int) -> optuna.Study:
+        options = SearchOptions(
+            study=name, model=str(tiny_model), train=str(toy_data["train"]), val=str(toy_data["val"]), corpus=str(toy_data["corpus"]),
+            space=str(space), trials=3, storage=f"sqlite:///{tmp_path}/{name}.db", executor="inline", cpus_per_trial=1, seed=3, keep_models=keep,
+        )
+        result = run_search(options)
+        study = optuna.load_study(study_name=name, storage=options.storage)
+        assert result.best_model == (study.best_trial.user_attrs["model"]["path"] if keep else None)
+        return study
+
+    study = search("two", 2)
+    ranked = sorted(study.trials, key=lambda t: (-t.value, t.number))
+    assert sorted(p.name for p in (tmp_path / "two" / "models").iterdir()) == sorted(f"trial-{t.number}" for t in ranked[:2])
+    search("none", 0)
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(AutoembedError, match="keep_models.*>= 0"):
+        SearchOptions(study="x", model="m", train="t", keep_models=-1).check()
 
 
 def test_password_is_masked_in_the_recipe():

@@ -227,8 +227,26 @@ def test_ray_search_prints_only_ours(ray_outcomes):
         assert not any(noise in line for noise in TUNE_NOISE), line
     assert "trial 1 FAIL" in result.stderr and "loss is nan" in result.stderr
     # Tune's scratch state lived beside the study file (root) while the search ran, and is gone: nothing is left in
-    # the working folder (also root) but the space and the study itself
-    assert sorted(p.name for p in root.iterdir()) == ["s.db", "space.yaml"]
+    # the working folder (also root) but the space, the study itself and the best trial's model, kept for export
+    assert sorted(p.name for p in root.iterdir()) == ["outcomes", "s.db", "space.yaml"]
+    assert sorted(p.name for p in (root / "outcomes").iterdir()) == ["models"]
+    assert [p.name for p in (root / "outcomes" / "models").iterdir()] == ["trial-3"]
+    assert summary["best_model"] == str((root / "outcomes" / "models" / "trial-3").resolve())
+    assert "next: autoembed export outcomes --storage" in result.stderr and "--model studies/outcomes/model" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_ray_worker_keeps_only_the_complete_trials_model(ray_outcomes):
+    """The worker saved the complete trial's model where the driver asked; the pruned and failed trials kept none."""
+    root, url, _ = ray_outcomes
+    trials = load_existing("outcomes", url).get_trials()
+    assert [t.number for t in trials if "model" in t.user_attrs] == [3]
+    kept = trials[3].user_attrs["model"]
+    folder = Path(kept["path"])
+    assert folder == (root / "outcomes" / "models" / "trial-3").resolve()
+    assert json.loads((folder / "trial.json").read_text()) == {"token": kept["token"]}
+    assert json.loads((folder / "metrics.json").read_text())["value"] == trials[3].value
+    assert (folder / "model.safetensors").is_file() and (folder / "modules.json").is_file()
 
 
 @pytest.mark.slow
@@ -244,6 +262,10 @@ def test_inline_prunes_fails_and_completes_trials_alone(inline_outcomes):
     assert [t.state.name for t in study.trials] == EXPECTED_STATES
     assert result.counts == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2} and result.best_number == 3
     assert study.trials[1].user_attrs["fail_reason"] == "TrialFailed: loss is nan at step 1"
+    # only the complete trial's model is kept (a pruned trial stopped before its end, a failed one has none)
+    assert [t.number for t in study.trials if "model" in t.user_attrs] == [3]
+    assert result.best_model == study.trials[3].user_attrs["model"]["path"]
+    assert [p.name for p in Path(result.best_model).parent.iterdir()] == ["trial-3"]
 
 
 @pytest.mark.slow
