@@ -244,11 +244,15 @@ def export(
         summary = export_recipe(study, url, output, trial_number=trial, model_output=model)
     except Exception as exc:
         _fail(exc, url)
-    what = f"trial {summary['trial']} ({summary['objective']} = {summary['value']:.4f} at step {summary['step']})"
+    what = f"{summary['objective']} = {summary['value']:.4f} at step {summary['step']}"
     if model is not None:
-        console.print(f"wrote {output} and {model}, {what}'s model as the search trained it; `autoembed train {output} -o DIR` rebuilds it", highlight=False)
+        console.print(
+            f"wrote {output} and {model} (trial {summary['trial']}'s model as the search trained it: {what}); "
+            f"`autoembed train {output} -o DIR` rebuilds it",
+            highlight=False,
+        )
     else:
-        console.print(f"wrote {output}: {what}; next: autoembed train {output} -o DIR", highlight=False)
+        console.print(f"wrote {output}: trial {summary['trial']} ({what}); next: autoembed train {output} -o DIR", highlight=False)
     out.print_json(json.dumps(summary))
 
 
