@@ -182,7 +182,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Trials of a study: state, params, value, duration, and the best trial."""
-    from autoembed.study import best_trial, default_storage, load_existing, mask_url, trial_rows
+    from autoembed.study import best_trial, default_storage, kept_model_path, load_existing, mask_url, trial_rows
 
     url = storage or default_storage(study)
     try:
@@ -197,7 +197,7 @@ def status(
         "objective": st.user_attrs.get("objective"),
         "fidelity": st.user_attrs.get("fidelity", "steps"),
         "counts": {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")},
-        "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params},
+        "best": None if best is None else {"number": best.number, "value": best.value, "params": best.params, "model": kept_model_path(best)},
         "trials": rows,
     }
     if as_json:
@@ -222,7 +222,8 @@ def status(
             highlight=False,
         )
     if best is not None:
-        out.print(f"best: trial {best.number} = {best.value:.4f}", highlight=False)
+        kept = summary["best"]["model"]
+        out.print(f"best: trial {best.number} = {best.value:.4f}" + (f" (model kept: {kept}; autoembed export --model DIR)" if kept else ""), highlight=False)
     else:
         out.print("no complete trial yet", highlight=False)
 

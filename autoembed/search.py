@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,15 @@ from autoembed.progress import SearchDisplay
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
 from autoembed.screening import Screening, screen_models
 from autoembed.space import SearchSpace
-from autoembed.study import count_trials, fail_interrupted, finished_count, make_storage, mask_url, storage_folder
+from autoembed.study import (
+    count_trials,
+    fail_interrupted,
+    finished_count,
+    kept_model_path,
+    make_storage,
+    mask_url,
+    storage_folder,
+)
 from autoembed.training import model_key, prepare
 from autoembed.trials import Coordinator, Executor, InlineExecutor, SearchOptions
 
@@ -99,14 +106,6 @@ class SearchResult:
     seconds: float
     trial_seconds: float
     best_model: str | None = None  # where the search kept the best trial's model (autoembed export --model copies it)
-
-
-def best_model_path(best) -> str | None:
-    """The folder holding the best trial's kept model, when this machine has it."""
-    attr = (best.user_attrs.get("model") if best is not None else None) or {}
-    if attr.get("node") == socket.gethostname() and Path(attr.get("path", "")).joinpath("trial.json").is_file():
-        return attr["path"]
-    return None
 
 
 def base_config(options: SearchOptions, metric: str | None = None) -> TrialConfig:
@@ -317,5 +316,5 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
         counts=counts,
         seconds=time.monotonic() - started,
         trial_seconds=coordinator.trial_seconds,
-        best_model=best_model_path(best),
+        best_model=kept_model_path(best),
     )

@@ -966,6 +966,17 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
+def kept_model_path(trial: optuna.trial.FrozenTrial | None) -> str | None:
+    """The folder where the search kept ``trial``'s model (``autoembed export --model`` copies it), when this machine
+    holds it; None for a trial whose model was not kept, was dropped, or lives on another node."""
+    import socket
+
+    attr = (trial.user_attrs.get("model") if trial is not None else None) or {}
+    if isinstance(attr, dict) and attr.get("node") == socket.gethostname() and Path(attr.get("path", "")).joinpath("trial.json").is_file():
+        return attr["path"]
+    return None
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
         return study.best_trial

@@ -340,6 +340,9 @@ def test_status_json_is_one_object(inline_outcomes):
     summary = json.loads(result.stdout)
     assert summary["counts"] == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 2, "RUNNING": 0, "WAITING": 0}
     assert summary["best"]["number"] == 3 and summary["objective"] == "recall@1"
+    assert summary["best"]["model"] == load_existing("outcomes", url).trials[3].user_attrs["model"]["path"]
+    text = runner.invoke(app, ["status", "outcomes", "--storage", url]).stdout
+    assert f"best: trial 3 = {summary['best']['value']:.4f} (model kept: {summary['best']['model']}" in " ".join(text.split())
     assert [t["state"] for t in summary["trials"]] == EXPECTED_STATES
     assert "freeze_layers" in summary["trials"][0]["fail_reason"]
 
