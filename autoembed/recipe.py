@@ -18,7 +18,7 @@ from autoembed.config import TrialConfig
 from autoembed.errors import AutoembedError
 from autoembed.fileio import atomic_write_json, atomic_write_text, check_file_target, follow_umask, sha256_file
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
-from autoembed.runs import check_output_dir, replace_dir, staging_dir, train_to_folder, write_fault
+from autoembed.runs import check_output_dir, staged_folder, train_to_folder
 from autoembed.study import load_existing, mask_url
 from autoembed.training import train
 
@@ -259,19 +259,7 @@ def export_recipe(
         atomic_write_text(output, text)
         return summary
     source = kept_model(trial, output)
-    target = Path(model_output)
-    staged = staging_dir(target)
-    try:
+    with staged_folder(Path(model_output)) as staged:
         copy_kept_model(source, staged, config, trial)
         atomic_write_text(output, text)
-        replace_dir(staged, target)
-    except Exception as exc:
-        shutil.rmtree(staged, ignore_errors=True)
-        fault = write_fault(exc, target)
-        if fault is None:
-            raise
-        raise fault from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return {**summary, "model": str(target)}
+    return {**summary, "model": str(model_output)}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,25 @@ def staging_dir(target: Path) -> Path:
     return staged
 
 
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Build a result folder in a staging folder beside ``target`` and move it into place when the block ends
+    well; otherwise remove it, and raise a failed write as the machine's fault (:func:`write_fault`)."""
+    staged = staging_dir(target)
+    try:
+        yield staged
+        replace_dir(staged, target)
+    except Exception as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        fault = write_fault(exc, target)
+        if fault is None:
+            raise
+        raise fault from None
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
 def write_fault(exc: Exception, target: Path) -> EnvironmentFault | None:
     """A failed write as the machine's fault: an OSError, or safetensors' own error wrapping one (disk full)."""
     if isinstance(exc, EnvironmentFault):
@@ -116,8 +137,7 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
     """
     check_output_dir(output)
     result = train(config, progress=progress)
-    staged = staging_dir(output)
-    try:
+    with staged_folder(output) as staged:
         record = metrics_record(result, config)
         exported = export_model(result.model, config, result.prepared, result.metrics)
         if exported:
@@ -131,15 +151,5 @@ def train_to_folder(config, output: Path, *, progress=None, card=None, extra: di
         save_model(result.model, staged, metrics=record, card=card(record) if card else None)
         config.to_yaml_file(staged / "autoembed_config.yaml")
         follow_umask(staged)  # libraries may write owner-only files (via their own temporary files)
-        replace_dir(staged, output)
-    except Exception as exc:
-        shutil.rmtree(staged, ignore_errors=True)
-        fault = write_fault(exc, output)
-        if fault is None:
-            raise
-        raise fault from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     result.record = record
     return result
