@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from autoembed.errors import AutoembedError
 from autoembed.fileio import atomic_write_json, atomic_write_text, check_file_target, follow_umask, sha256_file
 from autoembed.provenance import data_provenance, device_description, model_provenance, versions
 from autoembed.runs import check_output_dir, staged_folder, train_to_folder
-from autoembed.study import load_existing, mask_url
+from autoembed.study import kept_model, load_existing, mask_url
 from autoembed.training import train
 
 
@@ -150,28 +149,11 @@ class _progress:
         return False
 
 
-def kept_model(trial, output: str | Path) -> Path:
-    """The folder where the search kept ``trial``'s model (``SearchOptions.keep_models``), or a one-line error that
-    says why there is none and what to do instead."""
-    attr = trial.user_attrs.get("model")
-    why = None
-    if not isinstance(attr, dict) or not attr.get("path"):
-        why = "the search kept no model for it (it keeps the models of the best --keep-models complete trials, default 1)"
-    elif attr.get("node") != socket.gethostname():
-        why = f"it was kept on {attr.get('node')}, where the trial trained, not on this machine"
-    else:
-        folder = Path(attr["path"])
-        marker = folder / "trial.json"
-        if not marker.is_file():
-            why = f"{folder} is gone (a better trial's model replaced it, or it was deleted)"
-        else:
-            try:
-                token = json.loads(marker.read_text(encoding="utf-8")).get("token")
-            except (OSError, ValueError, AttributeError):
-                token = None
-            if token != attr.get("token"):
-                why = f"{folder} holds another trial's model (was the study deleted and made again?)"
-    if why:
+def kept_model_or_fail(trial, output: str | Path) -> Path:
+    """The folder where the search kept ``trial``'s model, or a one-line error that says why there is none and what
+    to do instead."""
+    folder, why = kept_model(trial)
+    if folder is None:
         raise AutoembedError(
             f"trial {trial.number}'s model is not kept: {why}; export without --model and train it from the recipe "
             f"(autoembed train {output} -o DIR)",
@@ -258,7 +240,7 @@ def export_recipe(
     if model_output is None:
         atomic_write_text(output, text)
         return summary
-    source = kept_model(trial, output)
+    source = kept_model_or_fail(trial, output)
     with staged_folder(Path(model_output)) as staged:
         copy_kept_model(source, staged, config, trial)
         atomic_write_text(output, text)

@@ -966,15 +966,33 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def kept_model_path(trial: optuna.trial.FrozenTrial | None) -> str | None:
-    """The folder where the search kept ``trial``'s model (``autoembed export --model`` copies it), when this machine
-    holds it; None for a trial whose model was not kept, was dropped, or lives on another node."""
+def kept_model(trial: optuna.trial.FrozenTrial | None) -> tuple[Path | None, str | None]:
+    """The folder where the search kept ``trial``'s model (``autoembed export --model`` copies it) and None, or None
+    and why this machine holds no such folder for it."""
     import socket
 
     attr = (trial.user_attrs.get("model") if trial is not None else None) or {}
-    if isinstance(attr, dict) and attr.get("node") == socket.gethostname() and Path(attr.get("path", "")).joinpath("trial.json").is_file():
-        return attr["path"]
-    return None
+    if not isinstance(attr, dict) or not attr.get("path"):
+        return None, "the search kept no model for it (it keeps the models of the best --keep-models complete trials, default 1)"
+    if attr.get("node") != socket.gethostname():
+        return None, f"it was kept on {attr.get('node')}, where the trial trained, not on this machine"
+    folder = Path(attr["path"])
+    marker = folder / "trial.json"
+    if not marker.is_file():
+        return None, f"{folder} is gone (a better trial's model replaced it, or it was deleted)"
+    try:
+        token = json.loads(marker.read_text(encoding="utf-8")).get("token")
+    except (OSError, ValueError, AttributeError):
+        token = None
+    if token != attr.get("token"):
+        return None, f"{folder} holds another trial's model (was the study deleted and made again?)"
+    return folder, None
+
+
+def kept_model_path(trial: optuna.trial.FrozenTrial | None) -> str | None:
+    """The folder of ``trial``'s kept model (:func:`kept_model`) as a string, or None."""
+    folder, _ = kept_model(trial)
+    return None if folder is None else str(folder)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -33,7 +33,7 @@ from autoembed.export import export_model
 from autoembed.fileio import atomic_write_json, follow_umask
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import device_description
-from autoembed.runs import metrics_record, save_model, staging_dir
+from autoembed.runs import metrics_record, save_model, staged_folder
 from autoembed.space import SearchSpace
 from autoembed.study import (
     DECIDED,
@@ -421,21 +421,16 @@ def keep_model(result, config: TrialConfig, outcome: dict[str, Any], target: dic
     if not target or result.stopped or result.model is None or target.get("node") != socket.gethostname():
         return {}
     folder = Path(target["path"])
-    staged = None
     try:
-        staged = staging_dir(folder)
-        record = metrics_record(result, config)
-        if outcome.get("export"):
-            record["export"] = outcome["export"]
-        save_model(result.model, staged, metrics=record)
-        atomic_write_json(staged / "trial.json", {"token": target["token"]})
-        follow_umask(staged)
-        if folder.exists():  # a folder of a study that was deleted and made again under the same name
-            shutil.rmtree(folder)
-        staged.rename(folder)
+        # an older folder there (a study deleted and made again under the same name) is replaced once this one is whole
+        with staged_folder(folder) as staged:
+            record = metrics_record(result, config)
+            if outcome.get("export"):
+                record["export"] = outcome["export"]
+            save_model(result.model, staged, metrics=record)
+            atomic_write_json(staged / "trial.json", {"token": target["token"]})
+            follow_umask(staged)
     except Exception as exc:  # a full disk, say: the trial's value stands, only the shortcut is lost
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
         log.warning("could not keep the model in %s: %s", folder, exc)
         return {"keep_error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"kept_model": str(folder)}
