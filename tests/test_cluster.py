@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,9 +32,13 @@ sampler: {type: random}
 """
 
 
-# `ray start --head` turns on token authentication (Ray 2.60): the nodes and every client present the token it keeps
-# in ~/.ray/auth_token, as a user's cluster would
-ENV = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+# Ray 2.60 clusters use token authentication: the nodes and every client present one token, here in RAY_AUTH_TOKEN
+# (as the README's cluster page says a user may). `ray start --head` makes no token of its own: it needs one there or
+# in ~/.ray/auth_token, which only an earlier local ray.init() writes, so the test must not lean on that file.
+ENV = {
+    **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "PYTHONUNBUFFERED": "1",
+    "HF_HUB_OFFLINE": "1",
+}  # fmt: skip
 
 
 def _free_port() -> int:
