@@ -127,7 +127,8 @@ def search(
     space: Annotated[str | None, typer.Option("--space", help="A shipped space (default, training, icd10, tiny) or a search-space YAML path.", show_default=_search_default("space"))] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Total finished trials wanted (resume counts old ones).", show_default=_search_default("trials"))] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Start no trial after this many seconds.", show_default=_search_default("timeout"))] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds the search may take: no trial starts after them, nor one the plan predicts to end after them.", show_default=_search_default("timeout"))] = None,
+    start_late_trials: Annotated[bool | None, typer.Option("--start-late-trials", help="Start trials until --timeout even when they will end after it (Optuna's timeout).", show_default=_search_default("start_late_trials"))] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.", show_default="sqlite:///studies/NAME.db")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Concurrent trials.", show_default=_search_default("workers"))] = None,
     gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial", help="GPU fraction per trial.", show_default=_search_default("gpus_per_trial"))] = None,
@@ -143,7 +144,8 @@ def search(
 
     flags = dict(train=train, val=val, corpus=corpus, model=model, space=space, study=study, trials=trials, timeout=timeout,
                  storage=storage, workers=workers, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                 ray_address=ray_address, executor=executor, seed=seed, workdir=workdir, keep_models=keep_models)
+                 ray_address=ray_address, executor=executor, seed=seed, workdir=workdir, keep_models=keep_models,
+                 start_late_trials=start_late_trials)
     options = None
     try:
         # stdout carries the result JSON alone: whatever a library prints meanwhile (Ray's "(raylet)" lines) goes to stderr
@@ -163,7 +165,8 @@ def search(
         raise typer.Exit(130) from None
     console.print(
         f"study {result.study_name} in {result.storage}: {result.counts['COMPLETE']} complete, {result.counts['PRUNED']} pruned, "
-        f"{result.counts['FAIL']} failed; wall {result.seconds:.0f}s, trial compute {result.trial_seconds:.0f}s",
+        f"{result.counts['FAIL']} failed" + (f" ({result.not_started} not started: it would have ended after --timeout)" if result.not_started else "")
+        + f"; wall {result.seconds:.0f}s, trial compute {result.trial_seconds:.0f}s",
         highlight=False,
     )
     if result.best_number is not None:

@@ -239,7 +239,8 @@ def make_plan(
     factor = statistics.mean((2 + n) / 2 for n in negatives)
     if factor != 1:
         speed = speed | {"train_pairs_per_s": round(speed["train_pairs_per_s"] / factor, 2), "mined_negatives_factor": round(factor, 3)}
-    plan.measured = speed
+    # and the data's size, so a trial's own length can be predicted from its config (predict_seconds)
+    plan.measured = speed | {"train_rows": n_train, "val_queries": n_queries, "val_docs": n_docs}
     rate = speed["encode_texts_per_s"]
 
     # the validation sample: what the user set (in the space or the base; a space's wins), else as large as
@@ -338,6 +339,42 @@ def make_plan(
             f"({speed['train_pairs_per_s']:.0f} training pairs/s here); a longer --timeout or shorter trials search better"
         )
     return plan
+
+
+def predict_seconds(config: TrialConfig, measured: dict[str, float]) -> float | None:
+    """How long a trial of ``config`` runs here by the plan's measurements (``Plan.measured``): its training pairs at
+    the speed measured for its batch size, slowed by its mined negatives, and its evaluations on its grid. None
+    without measurements (no ``--timeout``), or for a plan stored before session 13, which lacks the data's size.
+
+    The search scales it by what its complete trials took against their predictions (``Coordinator.late``): model
+    loading, Ray's scheduling, a weight merge and the user's own negatives are not in it.
+    """
+    rows, encode = measured.get("train_rows"), measured.get("encode_texts_per_s")
+    rates = {int(k.partition("@")[2]): v for k, v in measured.items() if k.startswith("train_pairs_per_s@") and v}
+    if not rows or not encode or not rates:
+        return None
+    t, ev, d = config.training, config.evaluation, config.data
+    pairs = t.max_steps * t.batch_size if t.max_steps else t.epochs * rows * (1 + d.synonym_pairs)
+    rate = _interpolate(rates, t.batch_size) / ((2 + d.hard_negatives) / 2)
+    n_q, n_d = measured.get("val_queries", 0), measured.get("val_docs", 0)
+    queries, docs = min(ev.max_queries or n_q, n_q), min(ev.max_corpus or n_d, n_d)
+    each, final = (queries + docs) / encode, 0.0
+    if ev.interim_queries or ev.interim_corpus:  # the grid measures the sub-sample; the end the whole sample too
+        each, final = (min(ev.interim_queries or queries, queries) + min(ev.interim_corpus or docs, docs)) / encode, each
+    every = ev.every_pairs or (ev.every_steps * t.batch_size if ev.every_steps else None)
+    n_evals = max(1, math.ceil(pairs / every)) if every else 1
+    return pairs / rate + n_evals * each + final
+
+
+def _interpolate(rates: dict[int, float], batch: int) -> float:
+    """The training speed at ``batch`` from the speeds measured at a few batch sizes: linear between the nearest two,
+    the nearest's beyond them."""
+    sizes = sorted(rates)
+    if batch <= sizes[0] or batch >= sizes[-1]:
+        return rates[sizes[0] if batch <= sizes[0] else sizes[-1]]
+    hi = next(b for b in sizes if b >= batch)
+    lo = max(b for b in sizes if b <= batch)
+    return rates[lo] if hi == lo else rates[lo] + (rates[hi] - rates[lo]) * (batch - lo) / (hi - lo)
 
 
 _KEYS = (

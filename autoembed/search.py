@@ -106,6 +106,7 @@ class SearchResult:
     seconds: float
     trial_seconds: float
     best_model: str | None = None  # where the search kept the best trial's model (autoembed export --model copies it)
+    not_started: int = 0  # of the failed trials, those this driver did not start for the time left (--timeout)
 
 
 def base_config(options: SearchOptions, metric: str | None = None) -> TrialConfig:
@@ -274,7 +275,9 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
                 + (f", {n_failed} interrupted trials marked FAIL (their driver is gone)" if n_failed else "")
             )
         record_provenance(study, provenance, space)
-        coordinator = Coordinator(study, space, base, options, hidden, display, provenance=provenance)
+        coordinator = Coordinator(
+            study, space, base, options, hidden, display, provenance=provenance, measured=plan.measured, started=started
+        )
         display.begin(study)
         reason = "the search stopped before this trial ended"
         try:
@@ -317,4 +320,5 @@ def _run_search(options: SearchOptions, *, console=None, live: bool = True, arm:
         seconds=time.monotonic() - started,
         trial_seconds=coordinator.trial_seconds,
         best_model=kept_model_path(best),
+        not_started=coordinator.not_started,
     )

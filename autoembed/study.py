@@ -765,6 +765,7 @@ class TrialRecorder:
         self.last_step: int | None = None  # the optimizer step of the last recorded evaluation
         self.started = datetime.datetime.now()
         self.keep: dict[str, str] | None = None  # where the trial's model is kept if it completes (Coordinator.keep_target)
+        self.predicted: float | None = None  # how long the driver expects it to run (Coordinator.predicted)
         trial.set_user_attr("config", config.to_dict())
 
     @property

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import time
 import uuid
 import warnings
@@ -31,6 +32,7 @@ from autoembed.config import TrialConfig, embedding_dim
 from autoembed.errors import AutoembedError
 from autoembed.export import export_model
 from autoembed.fileio import atomic_write_json, follow_umask
+from autoembed.plan import predict_seconds
 from autoembed.progress import SearchDisplay
 from autoembed.provenance import device_description
 from autoembed.runs import metrics_record, save_model, staged_folder
@@ -88,6 +90,9 @@ class SearchOptions:
     # the models of the study's best N complete trials stay on disk (under workdir/STUDY/models), so
     # `autoembed export --model` can hand over the best one without training it again; 0 keeps none
     keep_models: int = 1
+    # with --timeout, a trial predicted to end after it is not started (once the study has a complete trial), so the
+    # search ends within its time; True starts trials until the timeout whatever their length (Optuna's timeout)
+    start_late_trials: bool = False
     config_file: str | None = None
 
     @classmethod
@@ -157,6 +162,8 @@ class SearchOptions:
             raise AutoembedError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0", key="resources", **where)
         if not isinstance(self.base, dict):
             raise AutoembedError("must be a mapping of config sections", key="base", **where)
+        if not isinstance(self.start_late_trials, bool):
+            raise AutoembedError(f"must be true or false, got {self.start_late_trials!r}", key="start_late_trials", **where)
 
     @property
     def storage_url(self) -> str:
@@ -193,6 +200,8 @@ class Coordinator:
         display: SearchDisplay,
         *,
         provenance: dict[str, Any] | None = None,
+        measured: dict[str, float] | None = None,
+        started: float | None = None,
     ):
         self.study, self.space, self.base, self.options = study, space, base, options
         self.hidden_size = hidden_size
@@ -211,7 +220,14 @@ class Coordinator:
         self.last_sweep = -float("inf")
         self.suspects = False
         self.recorders: dict[str, TrialRecorder] = {}
-        self.started = time.monotonic()
+        # --timeout counts from the search's start (set-up included), as the user's clock does
+        self.started = time.monotonic() if started is None else started
+        # the budget plan's measurements (Plan.measured), for a trial's predicted length (late); what this driver's
+        # complete trials took over their predictions, which scales the next prediction
+        self.measured = measured or {}
+        self.overruns: list[float] = []
+        self.closing = False  # a trial was not started for the time left: start no more
+        self.not_started = 0  # trials refused so (FAIL in the study, with the reason)
         self.failures = 0
         self.trial_seconds = 0.0
         self.target = options.trials
@@ -225,7 +241,31 @@ class Coordinator:
         return max(1, int(self.options.cpus()))
 
     def out_of_time(self) -> bool:
-        return self.options.timeout is not None and time.monotonic() - self.started >= self.options.timeout
+        return self.closing or (self.options.timeout is not None and time.monotonic() - self.started >= self.options.timeout)
+
+    def predicted(self, config: TrialConfig) -> float | None:
+        """How long a trial of ``config`` should take (predict_seconds), scaled by the median of what this driver's
+        complete trials took over their predictions; None without the plan's measurements."""
+        raw = predict_seconds(config, self.measured)
+        if raw is None:
+            return None
+        return raw * (statistics.median(self.overruns) if self.overruns else 1.0)
+
+    def late(self, config: TrialConfig) -> str | None:
+        """Why a trial of ``config`` must not start: with --timeout, it is predicted to end after it. Only once the
+        study has a complete trial (a search ends with a model), and not with --start-late-trials."""
+        if self.options.timeout is None or self.options.start_late_trials:
+            return None
+        seconds = self.predicted(config)
+        if seconds is None or not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return None
+        left = self.options.timeout - (time.monotonic() - self.started)
+        if seconds <= left:
+            return None
+        return (
+            f"not started: it would take ~{seconds / 60:.1f} min and {max(0.0, left) / 60:.1f} min of --timeout are left "
+            "(--start-late-trials starts it)"
+        )
 
     def running(self) -> int:
         return sum(not r.done for r in self.recorders.values())
@@ -290,7 +330,20 @@ class Coordinator:
             self.failures += 1
             self._refuse(trial, str(exc))
             return None
+        reason = self.late(config)
+        if reason is not None:
+            # the search ends with the trials that run; a starting point goes back in the queue, so a resumed search
+            # (a longer --timeout) starts it first
+            self.closing = True
+            self.not_started += 1
+            fixed = self.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            self._refuse(trial, reason, show=False)
+            if fixed:
+                self.study.enqueue_trial(fixed)
+            self.display.note(f"trial {trial.number} {reason}; the search ends when its running trials do")
+            return None
         recorder.started_at = time.monotonic()
+        recorder.predicted = self.predicted(config)
         recorder.keep = self.keep_target(trial.number)
         self.recorders[key] = recorder
         self.display.started(trial.number, trial.params)
@@ -320,11 +373,12 @@ class Coordinator:
             if folder.parent == root and folder.name == f"trial-{t.number}":  # never anything outside the models folder
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _refuse(self, trial: optuna.Trial, reason: str) -> None:
+    def _refuse(self, trial: optuna.Trial, reason: str, *, show: bool = True) -> None:
         self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         self.study.tell(trial, state=TrialState.FAIL)
         self.heartbeat.discard(trial._trial_id)
-        self.display.finished(trial.number, "FAIL", None, reason)
+        if show:
+            self.display.finished(trial.number, "FAIL", None, reason)
 
     def on_result(self, key: str, step: int, metrics: dict[str, float], total_steps: int, pairs: int | None = None) -> bool:
         """Record an evaluation; True means stop the trial now.
@@ -366,6 +420,8 @@ class Coordinator:
                 value=outcome.get("value"), step=outcome.get("value_step"), metrics=outcome.get("metrics"), seconds=seconds, extra=extra
             )
         self.heartbeat.discard(recorder.trial._trial_id)
+        if state == TrialState.COMPLETE and recorder.predicted:
+            self.overruns.append((time.monotonic() - recorder.started_at) / recorder.predicted)
         if kept and state != TrialState.COMPLETE:
             shutil.rmtree(keep["path"], ignore_errors=True)
         if kept:

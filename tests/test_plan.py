@@ -321,3 +321,26 @@ def test_a_sample_the_space_fixes_is_what_the_plan_counts(tmp_path, tiny_model, 
     whole = make_plan(space(tmp_path), base(tiny_model, data), backbone_info(str(tiny_model)), timeout=3600, base_sections={})
     # evaluating 50 + 300 texts (20 + 100 on the grid) instead of all ~2,600: a finer grid
     assert plan.updates["evaluation.every_pairs"] < whole.updates["evaluation.every_pairs"]
+
+
+def test_a_trials_own_length_is_predicted_from_what_the_plan_measured(tmp_path, tiny_model, toy_data):
+    """The search's deadline (Coordinator.late) predicts each trial from its own config: its training pairs at its batch
+    size's measured speed (between two measured sizes, in proportion), slower by a third per mined negative's extra text
+    (two texts a pair become three), and its evaluations on its grid."""
+    from autoembed.plan import predict_seconds
+
+    plan = make_plan(space(tmp_path), base(tiny_model, toy_data), backbone_info(str(tiny_model)), timeout=600, base_sections={})
+    n_train = len([line for line in Path(toy_data["train"]).read_text().splitlines() if line.strip()])
+    assert plan.measured["train_rows"] == n_train and plan.measured["val_queries"] > 0 and plan.measured["val_docs"] > 0
+    measured = {"train_rows": 1000, "train_pairs_per_s@16": 10.0, "train_pairs_per_s@64": 40.0, "encode_texts_per_s": 100.0,
+                "val_queries": 50, "val_docs": 450}  # fmt: skip
+    config = base(tiny_model, toy_data, training={"epochs": 2, "batch_size": 32}, evaluation={"every_pairs": 500})
+    # 2,000 pairs at 20 pairs/s (a third of the way from 10 to 40), and 4 evaluations of 500 texts at 100 texts/s
+    assert predict_seconds(config, measured) == pytest.approx(100 + 4 * 5)
+    mined = config.replace(**{"data.hard_negatives": 1})
+    assert predict_seconds(mined, measured) == pytest.approx(150 + 4 * 5)
+    sampled = config.replace(**{"evaluation.max_queries": 10, "evaluation.max_corpus": 90, "training.batch_size": 128})
+    assert predict_seconds(sampled, measured) == pytest.approx(2000 / 40 + 4 * 1)  # beyond the largest size: its speed
+    # a plan stored before the data's size was kept, or one without --timeout, predicts nothing
+    assert predict_seconds(config, {k: v for k, v in measured.items() if k != "train_rows"}) is None
+    assert predict_seconds(config, {}) is None

@@ -71,6 +71,19 @@ pruner: {type: none}
 sampler: {type: random}
 """
 
+# Two starting points, the second 5,000 times as long as the first (with as many evaluations each step).
+LATE = """\
+metric: recall@1
+params:
+  max_steps: {type: categorical, choices: [2, 10000]}
+fixed: {training.batch_size: 8, evaluation.every_steps: 1, data.max_seq_length: 16}
+pruner: {type: none}
+sampler: {type: random}
+starting_points:
+  - {max_steps: 2}
+  - {max_steps: 10000}
+"""
+
 # What Ray Tune prints on its own when it is not silenced.
 TUNE_NOISE = ("tensorboard", "View detailed results", "Configuration for experiment", "Trial status", "╭")
 
@@ -482,3 +495,40 @@ def test_a_trial_measures_the_export_its_config_asks_for(tmp_path, tiny_model, t
     recipe = load_yaml(tmp_path / "recipe.yaml")
     best = next(t for t in trials if t.number == out["trial"])
     assert recipe["export"]["pca_variance"] == 0.9 and recipe["provenance"]["export"] == best.user_attrs["export"]
+
+
+def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tiny_model, toy_data):
+    """With --timeout the search starts no trial that its plan, scaled by what the trials before took, predicts to end
+    after it: the search ends within its time with the model it has. A starting point so refused waits in the study, so
+    a resumed search (a longer --timeout) starts it first; --start-late-trials starts it at once (Optuna's timeout)."""
+    import dataclasses
+    import time
+
+    from autoembed.config import TrialConfig
+    from autoembed.plan import Plan
+    from autoembed.progress import SearchDisplay
+    from autoembed.space import SearchSpace
+    from autoembed.trials import Coordinator
+
+    opts = options(tmp_path, "late", LATE, tiny_model, toy_data, trials=5, timeout=600, executor="inline")
+    result = run_search(opts)
+    assert result.not_started == 1
+    study = load_existing("late", opts.storage)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    reason = trials[1].user_attrs["fail_reason"]
+    assert reason.startswith("not started: it would take ~") and "--start-late-trials" in reason, reason
+    assert not trials[1].intermediate_values and trials[2].system_attrs["fixed_params"] == {"max_steps": 10000}
+
+    # the decision itself, with a second of the timeout left: refused; with --start-late-trials, started
+    late = TrialConfig.from_dict(trials[1].user_attrs["config"])
+    measured = Plan.from_dict(study.user_attrs["plan"]).measured
+    for start_late, refused in ((False, True), (True, False)):
+        o = dataclasses.replace(opts, start_late_trials=start_late)
+        c = Coordinator(study, SearchSpace.from_yaml_file(o.space), late, o, 32, SearchDisplay(None, o), measured=measured,
+                        started=time.monotonic() - 599)  # fmt: skip
+        try:
+            assert (c.late(late) is not None) == refused
+            assert c.late(TrialConfig.from_dict(trials[0].user_attrs["config"])) is None or refused
+        finally:
+            c.close("test over")
