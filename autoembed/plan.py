@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from autoembed.config import LossConfig, TrialConfig
@@ -355,7 +356,9 @@ def predict_seconds(config: TrialConfig, measured: dict[str, float]) -> float | 
         return None
     t, ev, d = config.training, config.evaluation, config.data
     pairs = t.max_steps * t.batch_size if t.max_steps else t.epochs * rows * (1 + d.synonym_pairs)
-    rate = _interpolate(rates, t.batch_size) / ((2 + d.hard_negatives) / 2)
+    # the speed at its batch size: linear between the nearest two measured sizes, the nearest's beyond them
+    sizes = sorted(rates)
+    rate = float(np.interp(t.batch_size, sizes, [rates[b] for b in sizes])) / ((2 + d.hard_negatives) / 2)
     n_q, n_d = measured.get("val_queries", 0), measured.get("val_docs", 0)
     queries, docs = min(ev.max_queries or n_q, n_q), min(ev.max_corpus or n_d, n_d)
     each, final = (queries + docs) / encode, 0.0
@@ -364,17 +367,6 @@ def predict_seconds(config: TrialConfig, measured: dict[str, float]) -> float | 
     every = ev.every_pairs or (ev.every_steps * t.batch_size if ev.every_steps else None)
     n_evals = max(1, math.ceil(pairs / every)) if every else 1
     return pairs / rate + n_evals * each + final
-
-
-def _interpolate(rates: dict[int, float], batch: int) -> float:
-    """The training speed at ``batch`` from the speeds measured at a few batch sizes: linear between the nearest two,
-    the nearest's beyond them."""
-    sizes = sorted(rates)
-    if batch <= sizes[0] or batch >= sizes[-1]:
-        return rates[sizes[0] if batch <= sizes[0] else sizes[-1]]
-    hi = next(b for b in sizes if b >= batch)
-    lo = max(b for b in sizes if b <= batch)
-    return rates[lo] if hi == lo else rates[lo] + (rates[hi] - rates[lo]) * (batch - lo) / (hi - lo)
 
 
 _KEYS = (

@@ -251,12 +251,12 @@ class Coordinator:
             return None
         return raw * (statistics.median(self.overruns) if self.overruns else 1.0)
 
-    def late(self, config: TrialConfig) -> str | None:
-        """Why a trial of ``config`` must not start: with --timeout, it is predicted to end after it. Only once the
-        study has a complete trial (a search ends with a model), and not with --start-late-trials."""
+    def late(self, seconds: float | None) -> str | None:
+        """Why a trial predicted to take ``seconds`` (:meth:`predicted`) must not start: with --timeout, it would end
+        after it. Only once the study has a complete trial (a search ends with a model), and not with
+        --start-late-trials."""
         if self.options.timeout is None or self.options.start_late_trials:
             return None
-        seconds = self.predicted(config)
         if seconds is None or not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             return None
         left = self.options.timeout - (time.monotonic() - self.started)
@@ -330,7 +330,8 @@ class Coordinator:
             self.failures += 1
             self._refuse(trial, str(exc))
             return None
-        reason = self.late(config)
+        predicted = self.predicted(config)
+        reason = self.late(predicted)
         if reason is not None:
             # the search ends with the trials that run; a starting point goes back in the queue, so a resumed search
             # (a longer --timeout) starts it first
@@ -343,7 +344,7 @@ class Coordinator:
             self.display.note(f"trial {trial.number} {reason}; the search ends when its running trials do")
             return None
         recorder.started_at = time.monotonic()
-        recorder.predicted = self.predicted(config)
+        recorder.predicted = predicted
         recorder.keep = self.keep_target(trial.number)
         self.recorders[key] = recorder
         self.display.started(trial.number, trial.params)

@@ -520,15 +520,15 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
     assert reason.startswith("not started: it would take ~") and "--start-late-trials" in reason, reason
     assert not trials[1].intermediate_values and trials[2].system_attrs["fixed_params"] == {"max_steps": 10000}
 
-    # the decision itself, with a second of the timeout left: refused; with --start-late-trials, started
-    late = TrialConfig.from_dict(trials[1].user_attrs["config"])
+    # the decision itself, on this study's plan: with a second of the timeout left the long trial is refused, and with
+    # --start-late-trials started; with the whole timeout left the short one starts
+    short, late = (TrialConfig.from_dict(t.user_attrs["config"]) for t in trials[:2])
     measured = Plan.from_dict(study.user_attrs["plan"]).measured
-    for start_late, refused in ((False, True), (True, False)):
+    for start_late, elapsed, config, refused in ((False, 599, late, True), (True, 599, late, False), (False, 0, short, False)):
         o = dataclasses.replace(opts, start_late_trials=start_late)
-        c = Coordinator(study, SearchSpace.from_yaml_file(o.space), late, o, 32, SearchDisplay(None, o), measured=measured,
-                        started=time.monotonic() - 599)  # fmt: skip
+        c = Coordinator(study, SearchSpace.from_yaml_file(o.space), config, o, 32, SearchDisplay(None, o), measured=measured,
+                        started=time.monotonic() - elapsed)  # fmt: skip
         try:
-            assert (c.late(late) is not None) == refused
-            assert c.late(TrialConfig.from_dict(trials[0].user_attrs["config"])) is None or refused
+            assert (c.late(c.predicted(config)) is not None) == refused, (start_late, elapsed)
         finally:
             c.close("test over")
