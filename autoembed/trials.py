@@ -241,7 +241,13 @@ class Coordinator:
         return max(1, int(self.options.cpus()))
 
     def out_of_time(self) -> bool:
-        return self.closing or (self.options.timeout is not None and time.monotonic() - self.started >= self.options.timeout)
+        if self.closing:
+            return True
+        if self.options.timeout is None or time.monotonic() - self.started < self.options.timeout:
+            return False
+        # past the timeout, which counts the set-up (Ray, the plan, mining): this driver still starts one trial while the
+        # study has no complete one, so a search ends with a model (until session 12 the clock began after the set-up)
+        return bool(self.recorders) or bool(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def predicted(self, config: TrialConfig) -> float | None:
         """How long a trial of ``config`` should take (predict_seconds), scaled by the median of what this driver's

@@ -532,3 +532,11 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
             assert (c.late(c.predicted(config)) is not None) == refused, (start_late, elapsed)
         finally:
             c.close("test over")
+
+
+def test_a_timeout_the_set_up_used_up_still_runs_one_trial(tmp_path, tiny_model, toy_data):
+    """--timeout counts the set-up (Ray, the plan, mining), which can take longer than a short timeout: the search
+    still runs one trial, so it ends with a model, and starts no other."""
+    opts = options(tmp_path, "short", SIMPLE, tiny_model, toy_data, trials=5, timeout=0.001, executor="inline")
+    result = run_search(opts)
+    assert result.counts == {"COMPLETE": 1, "PRUNED": 0, "FAIL": 0} and result.best_number == 0
