@@ -127,7 +127,7 @@ def search(
     space: Annotated[str | None, typer.Option("--space", help="A shipped space (default, training, icd10, tiny) or a search-space YAML path.", show_default=_search_default("space"))] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Total finished trials wanted (resume counts old ones).", show_default=_search_default("trials"))] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds the search may take: no trial starts after them, nor one the plan predicts to end after them.", show_default=_search_default("timeout"))] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds the search may take: no trial starts after them, nor one the plan predicts to end more than a tenth of them past them.", show_default=_search_default("timeout"))] = None,
     start_late_trials: Annotated[bool | None, typer.Option("--start-late-trials", help="Start trials until --timeout even when they will end after it (Optuna's timeout).", show_default=_search_default("start_late_trials"))] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.", show_default="sqlite:///studies/NAME.db")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Concurrent trials.", show_default=_search_default("workers"))] = None,

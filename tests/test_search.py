@@ -508,7 +508,7 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
     from autoembed.plan import Plan
     from autoembed.progress import SearchDisplay
     from autoembed.space import SearchSpace
-    from autoembed.trials import Coordinator
+    from autoembed.trials import LATE_ALLOWANCE, Coordinator
 
     opts = options(tmp_path, "late", LATE, tiny_model, toy_data, trials=5, timeout=600, executor="inline")
     result = run_search(opts)
@@ -532,6 +532,16 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
             assert (c.late(c.predicted(config)) is not None) == refused, (start_late, elapsed)
         finally:
             c.close("test over")
+
+    # a trial may be predicted to end up to LATE_ALLOWANCE of the timeout after it (about the prediction's error), and
+    # not more: with the whole 600 s left, 650 s starts and 670 s does not
+    c = Coordinator(study, SearchSpace.from_yaml_file(opts.space), short, opts, 32, SearchDisplay(None, opts), measured=measured)
+    try:
+        assert LATE_ALLOWANCE * opts.timeout == 60
+        assert c.late(650) is None
+        assert "with 1.0 min allowed past it" in c.late(670)
+    finally:
+        c.close("test over")
 
 
 def test_a_timeout_the_set_up_used_up_still_runs_one_trial(tmp_path, tiny_model, toy_data):
