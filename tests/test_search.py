@@ -510,7 +510,9 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
     from autoembed.space import SearchSpace
     from autoembed.trials import LATE_ALLOWANCE, Coordinator
 
-    opts = options(tmp_path, "late", LATE, tiny_model, toy_data, trials=5, timeout=600, executor="inline")
+    # the long trial's plan says ~2 minutes (80,000 pairs at ~1,000 a second here), scaled up by the short trial's
+    # overrun (its model loading): far more than the minute's timeout and its tenth allowed past it
+    opts = options(tmp_path, "late", LATE, tiny_model, toy_data, trials=5, timeout=60, executor="inline")
     result = run_search(opts)
     assert result.not_started == 1
     study = load_existing("late", opts.storage)
@@ -524,7 +526,7 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
     # --start-late-trials started; with the whole timeout left the short one starts
     short, late = (TrialConfig.from_dict(t.user_attrs["config"]) for t in trials[:2])
     measured = Plan.from_dict(study.user_attrs["plan"]).measured
-    for start_late, elapsed, config, refused in ((False, 599, late, True), (True, 599, late, False), (False, 0, short, False)):
+    for start_late, elapsed, config, refused in ((False, 59, late, True), (True, 59, late, False), (False, 0, short, False)):
         o = dataclasses.replace(opts, start_late_trials=start_late)
         c = Coordinator(study, SearchSpace.from_yaml_file(o.space), config, o, 32, SearchDisplay(None, o), measured=measured,
                         started=time.monotonic() - elapsed)  # fmt: skip
@@ -534,12 +536,12 @@ def test_a_trial_predicted_to_end_after_the_timeout_is_not_started(tmp_path, tin
             c.close("test over")
 
     # a trial may be predicted to end up to LATE_ALLOWANCE of the timeout after it (about the prediction's error), and
-    # not more: with the whole 600 s left, 650 s starts and 670 s does not
+    # not more: with the whole 60 s left, 63 s starts and 69 s does not
     c = Coordinator(study, SearchSpace.from_yaml_file(opts.space), short, opts, 32, SearchDisplay(None, opts), measured=measured)
     try:
-        assert LATE_ALLOWANCE * opts.timeout == 60
-        assert c.late(650) is None
-        assert "with 1.0 min allowed past it" in c.late(670)
+        assert LATE_ALLOWANCE * opts.timeout == 6
+        assert c.late(63) is None
+        assert "with 0.1 min allowed past it" in c.late(69)
     finally:
         c.close("test over")
 
