@@ -94,8 +94,9 @@ class SearchOptions:
     # the models of the study's best N complete trials stay on disk (under workdir/STUDY/models), so
     # `autoembed export --model` can hand over the best one without training it again; 0 keeps none
     keep_models: int = 1
-    # with --timeout, a trial predicted to end over LATE_ALLOWANCE of it after it is not started (once the study has a complete trial), so the
-    # search ends within its time; True starts trials until the timeout whatever their length (Optuna's timeout)
+    # with --timeout, a trial predicted to end over LATE_ALLOWANCE of it after it is not started (once the study has a
+    # complete trial), so the search ends about within its time; True starts trials until the timeout whatever their
+    # length (Optuna's timeout)
     start_late_trials: bool = False
     config_file: str | None = None
 
